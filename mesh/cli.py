@@ -1,0 +1,63 @@
+"""The `mesh` command: `mesh up` runs the whole mesh locally, `mesh migrate` applies the
+database migrations."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import uvloop
+
+from mesh.backing_settings import StoreUrls
+from mesh.logs import configure_logging
+from mesh.settings import Env, SettingsError, redact_url
+
+
+def _up(_: argparse.Namespace) -> int:
+    from mesh.supervisor import FatalStartError, UpSettings, up
+
+    settings = UpSettings.from_env(Env())
+    try:
+        return uvloop.run(up(settings))
+    except FatalStartError as exc:
+        print(f"mesh up: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def _migrate(_: argparse.Namespace) -> int:
+    from mesh.migrate import migrate_all
+
+    stores = StoreUrls.from_env(Env())
+    applied = asyncio.run(migrate_all(stores.postgres_dsn, stores.namespace))
+    for service, versions in applied.items():
+        done = ", ".join(map(str, versions)) or "nothing (up to date)"
+        print(f"{service}: applied {done} on {redact_url(stores.postgres_for(service))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "up", help="start the backing services and all processes (foreground)"
+    ).set_defaults(func=_up)
+    commands.add_parser(
+        "migrate", help="apply the PostgreSQL migrations of every service"
+    ).set_defaults(func=_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging("mesh", Env().str("MESH_LOG_LEVEL", "info"))
+    try:
+        code: int = args.func(args)
+    except SettingsError as exc:
+        print(f"mesh {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 78
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,49 @@
+"""Binding listening sockets with errors that name the variable behind the port."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from aiohttp import web
+
+
+class StartupError(Exception):
+    """The process cannot start; the message is one line naming the cause.
+
+    `fatal` errors (a port taken, a bad setting) are not worth restarting the process for.
+    """
+
+    def __init__(self, message: str, *, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+def port_in_use(variable: str, host: str, port: int) -> StartupError:
+    return StartupError(f"{variable}: port {port} on {host} is already in use", fatal=True)
+
+
+async def bind_site(
+    runner: web.AppRunner, host: str, port: int, variable: str, *, reuse_port: bool = False
+) -> web.TCPSite:
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
+    try:
+        await site.start()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise port_in_use(variable, host, port) from None
+        raise StartupError(
+            f"{variable}: cannot listen on {host}:{port}: {exc.strerror}", fatal=True
+        ) from None
+    return site
+
+
+def port_is_free(host: str, port: int) -> bool:
+    """True when a listener could bind host:port now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True

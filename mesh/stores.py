@@ -1,0 +1,89 @@
+"""Connecting to PostgreSQL, Redis and MongoDB at start, failing fast with one clear line.
+
+Each opener checks the server really answers (a query, PING, `ping`) within a short
+timeout; on failure it raises `StartupError` naming the variable that holds the URL, with
+the password redacted. Every opener is an async context manager that closes what it opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from mesh.netbind import StartupError
+from mesh.settings import redact_url
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+def _unreachable(variable: str, url: str, exc: BaseException) -> StartupError:
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StartupError(f"{variable}: cannot connect to {redact_url(url)}: {reason}")
+
+
+@asynccontextmanager
+async def postgres_pool(
+    dsn: str, variable: str, *, min_size: int = 2, max_size: int = 10
+) -> AsyncIterator[asyncpg.Pool]:
+    try:
+        pool = await asyncio.wait_for(
+            asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
+            ),
+            CONNECT_TIMEOUT_SECONDS * 2,
+        )
+    except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
+        raise _unreachable(variable, dsn, exc) from None
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@asynccontextmanager
+async def redis_client(url: str, variable: str) -> AsyncIterator[aioredis.Redis]:
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, health_check_interval=30
+    )
+    try:
+        try:
+            await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT_SECONDS)
+        except (OSError, aioredis.RedisError, TimeoutError) as exc:
+            raise _unreachable(variable, url, exc) from None
+        yield client
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def mongo_client(url: str, variable: str) -> AsyncIterator[AsyncMongoClient[Any]]:
+    client: AsyncMongoClient[Any] = AsyncMongoClient(
+        url, serverSelectionTimeoutMS=int(CONNECT_TIMEOUT_SECONDS * 1000), tz_aware=True
+    )
+    try:
+        try:
+            await client.admin.command("ping")
+        except Exception as exc:  # pymongo raises several families here
+            raise _unreachable(variable, url, exc) from None
+        yield client
+    finally:
+        await client.close()
+
+
+async def postgres_ready(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT 1") == 1)
+
+
+async def redis_ready(client: aioredis.Redis) -> bool:
+    return bool(await client.ping())
+
+
+async def mongo_ready(client: AsyncMongoClient[Any]) -> bool:
+    reply = await client.admin.command("ping")
+    return bool(reply.get("ok"))

@@ -1,0 +1,295 @@
+"""`mesh up`: the local supervisor behind `make run`.
+
+It checks every port first, starts the backing services that have no configured URL
+(`mesh.harness`), applies the migrations, starts the five processes as children (each in
+its own session, so a terminal's Ctrl-C reaches only the supervisor, which orders the
+shutdown), waits until each reports ready on its ops port, prints the URLs and stays in the
+foreground. A child that dies is restarted with exponential backoff (0.5 s doubling to
+30 s, reset after 30 s of good health) and the restart is logged. SIGINT or SIGTERM stops
+the children (gateway first), then the backing services, and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from mesh.backing_settings import MONGO_VAR, POSTGRES_VAR, REDIS_VAR, StoreUrls
+from mesh.harness import BackingConfig, BackingStartError, PortInUse, backing_services
+from mesh.migrate import migrate_all
+from mesh.netbind import port_is_free
+from mesh.runner import EX_CONFIG
+from mesh.settings import Env
+from mesh.topology import PROCESSES, ProcessSpec
+
+log = logging.getLogger("mesh.up")
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+HEALTHY_RESET_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 90.0
+STOP_TIMEOUT_SECONDS = 8.0
+
+
+class FatalStartError(Exception):
+    """The mesh cannot start; the message says why in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    spec: ProcessSpec
+    host: str
+    port: int
+    ops_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpSettings:
+    data_dir: Path
+    host: str
+    endpoints: tuple[Endpoint, ...]
+    backing: BackingConfig
+    namespace: str
+
+    @classmethod
+    def from_env(cls, env: Env) -> UpSettings:
+        data_dir = Path(env.str("MESH_DATA_DIR", ".mesh")).resolve()
+        host = env.str("MESH_HOST", "127.0.0.1")
+        endpoints = tuple(
+            Endpoint(p, host, env.port(p.port_var, p.port), env.port(p.ops_port_var, p.ops_port))
+            for p in PROCESSES
+        )
+        return cls(
+            data_dir,
+            host,
+            endpoints,
+            BackingConfig.from_env(env, data_dir),
+            StoreUrls.from_env(env).namespace,
+        )
+
+
+@dataclass
+class Child:
+    endpoint: Endpoint
+    env: Mapping[str, str]
+    process: asyncio.subprocess.Process | None = None
+    started_at: float = 0.0
+    restarts: int = 0
+    backoff: float = BACKOFF_START
+    was_ready: bool = False
+    fatal: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def name(self) -> str:
+        return self.endpoint.spec.name
+
+    async def start(self) -> None:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            self.endpoint.spec.module,
+            env=dict(self.env),
+            start_new_session=True,
+        )
+        self.started_at = time.monotonic()
+        log.info("started %s", self.name, extra={"pid": self.process.pid})
+
+    async def stop(self, timeout: float) -> int | None:
+        process = self.process
+        if process is None or process.returncode is not None:
+            return None if process is None else process.returncode
+        process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
+            process.kill()
+            return await process.wait()
+
+
+def _busy_ports(settings: UpSettings) -> list[str]:
+    busy = []
+    for e in settings.endpoints:
+        for port, var, what in (
+            (e.port, e.spec.port_var, e.spec.kind),
+            (e.ops_port, e.spec.ops_port_var, "ops"),
+        ):
+            if not port_is_free(e.host, port):
+                busy.append(f"{e.spec.name} {what} port {port} ({var}) is already in use")
+    return busy
+
+
+class Supervisor:
+    def __init__(self, settings: UpSettings) -> None:
+        self._settings = settings
+        self._children: list[Child] = []
+        self._stopping = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> int:
+        busy = _busy_ports(self._settings)
+        if busy:
+            raise FatalStartError("; ".join(busy))
+        self._settings.data_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            async with backing_services(self._settings.backing) as urls:
+                if self._stopping.is_set():
+                    return 0
+                applied = await migrate_all(urls.postgres_dsn, self._settings.namespace)
+                log.info("migrations applied", extra={"applied": applied})
+                env = {
+                    **self._upstream_addresses(),
+                    **os.environ,
+                    POSTGRES_VAR: urls.postgres_dsn,
+                    REDIS_VAR: urls.redis_url,
+                    MONGO_VAR: urls.mongo_url,
+                    "PYTHONUNBUFFERED": "1",
+                }
+                self._children = [Child(e, env) for e in self._settings.endpoints]
+                try:
+                    await self._start_children()
+                    if not self._stopping.is_set():
+                        self._print_banner(time.monotonic() - started)
+                        await self._stopping.wait()
+                finally:
+                    await self._stop_children()
+        except (PortInUse, BackingStartError) as exc:
+            raise FatalStartError(str(exc)) from None
+        log.info("mesh stopped")
+        return 0
+
+    def _upstream_addresses(self) -> dict[str, str]:
+        """Where the gateway finds the children started here (an explicit setting wins)."""
+        addresses = {}
+        for e in self._settings.endpoints:
+            if e.spec.kind == "grpc":
+                addresses[f"{e.spec.env_prefix}_ADDR"] = f"{e.host}:{e.port}"
+            elif e.spec.name == "chat":
+                addresses[f"{e.spec.env_prefix}_URL"] = f"http://{e.host}:{e.port}"
+        return addresses
+
+    async def _start_children(self) -> None:
+        for child in self._children:
+            await child.start()
+            self._watchers.append(asyncio.create_task(self._watch(child)))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            waits = [asyncio.create_task(self._wait_ready(session, c)) for c in self._children]
+            stop = asyncio.create_task(self._stopping.wait())
+            fatal = [asyncio.create_task(c.fatal.wait()) for c in self._children]
+            try:
+                pending: set[asyncio.Task[object]] = {*waits, stop, *fatal}
+                while not all(w.done() for w in waits):
+                    done, pending = await asyncio.wait(
+                        pending, timeout=READY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done:
+                        slow = [
+                            c.name
+                            for c, w in zip(self._children, waits, strict=True)
+                            if not w.done()
+                        ]
+                        raise FatalStartError(
+                            f"not ready after {READY_TIMEOUT_SECONDS:.0f} s: {', '.join(slow)}"
+                        )
+                    if stop in done:
+                        return
+                    for child in self._children:
+                        if child.fatal.is_set():
+                            raise FatalStartError(
+                                f"{child.name} cannot start (see its message "
+                                "above); stopping the others"
+                            )
+            finally:
+                for task in (*waits, stop, *fatal):
+                    task.cancel()
+
+    async def _wait_ready(self, session: aiohttp.ClientSession, child: Child) -> None:
+        e = child.endpoint
+        url = f"http://{e.host}:{e.ops_port}/health/ready"
+        while True:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        child.was_ready = True
+                        log.info("%s ready", child.name)
+                        return
+            await asyncio.sleep(0.1)
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            assert child.process is not None
+            code = await child.process.wait()
+            if self._stopping.is_set():
+                return
+            if code == EX_CONFIG and not child.was_ready:
+                child.fatal.set()
+                return
+            if time.monotonic() - child.started_at > HEALTHY_RESET_SECONDS:
+                child.backoff = BACKOFF_START
+            log.warning(
+                "%s exited with code %s; restarting in %.1f s",
+                child.name,
+                code,
+                child.backoff,
+                extra={
+                    "process": child.name,
+                    "exit_code": code,
+                    "restart_in_seconds": child.backoff,
+                },
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), child.backoff)
+            if self._stopping.is_set():
+                return
+            child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+            child.restarts += 1
+            await child.start()
+
+    async def _stop_children(self) -> None:
+        for watcher in self._watchers:
+            watcher.cancel()
+        # The gateway first (it is last in start order), so no request hits a stopped service.
+        ordered = list(reversed(self._children))
+        gateway, rest = ordered[:1], ordered[1:]
+        for group in (gateway, rest):
+            codes = await asyncio.gather(*(c.stop(STOP_TIMEOUT_SECONDS) for c in group))
+            for child, code in zip(group, codes, strict=True):
+                log.info("%s exited with code %s", child.name, code)
+
+    def _print_banner(self, elapsed: float) -> None:
+        lines = [f"\nthe mesh is ready in {elapsed:.1f} s"]
+        for e in self._settings.endpoints:
+            scheme = "http" if e.spec.kind == "http" else "grpc"
+            lines.append(
+                f"  {e.spec.name:<10} {scheme}://{e.host}:{e.port:<6} "
+                f"ops http://{e.host}:{e.ops_port}/health/ready"
+            )
+        gateway = next(e for e in self._settings.endpoints if e.spec.name == "gateway")
+        lines.append(
+            f"\n  gateway:  http://{gateway.host}:{gateway.port}   "
+            f"(OpenAPI: http://{gateway.host}:{gateway.port}/openapi.json)"
+        )
+        lines.append("  Ctrl-C stops everything.\n")
+        print("\n".join(lines), flush=True)
+
+
+async def up(settings: UpSettings) -> int:
+    supervisor = Supervisor(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, supervisor.request_stop)
+    return await supervisor.run()

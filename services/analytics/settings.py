@@ -1,0 +1,17 @@
+"""Settings of the analytics service."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mesh.backing_settings import StoreUrls
+from mesh.settings import Env
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsSettings:
+    stores: StoreUrls
+
+    @classmethod
+    def from_env(cls, env: Env) -> AnalyticsSettings:
+        return cls(stores=StoreUrls.from_env(env))

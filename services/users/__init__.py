@@ -1,0 +1,1 @@
+"""The users service: accounts and credentials (gRPC, PostgreSQL database `users`)."""

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mesh.harness import BackingUrls
+from tests.e2e.mesh_process import MeshProcess, mesh_env, start_mesh
+
+READY = "the mesh is ready"
+
+
+@pytest.fixture(scope="module")
+def mesh(backing: BackingUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
+    """`mesh up` on free ports, using the test session's PostgreSQL, Redis and MongoDB."""
+    data_dir = tmp_path_factory.mktemp("mesh-data")
+    env, ports, ops_ports, namespace = mesh_env(
+        {
+            "MESH_POSTGRES_DSN": backing.postgres_dsn,
+            "MESH_REDIS_URL": backing.redis_url,
+            "MESH_MONGO_URL": backing.mongo_url,
+        },
+        data_dir,
+    )
+    running = start_mesh(env, ports, ops_ports, namespace, data_dir / "mesh-up.log")
+    try:
+        running.wait_for(READY, timeout=120)
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent.name == "e2e":
+            item.add_marker(pytest.mark.e2e)
