@@ -35,6 +35,10 @@ protos: $(STAMP)
 protos-check: $(STAMP)
 	$(BIN)/python -m mesh.protogen --check
 
+## bench: run the benchmark scenarios (see bench/README.md)
+bench: $(STAMP)
+	$(BIN)/python -m bench.startup --runs 3
+
 ## validate: deployment and contract validations
 validate: $(STAMP) protos-check
 

@@ -38,12 +38,33 @@ async def bind_site(
     return site
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def port_is_free(host: str, port: int) -> bool:
-    """True when a listener could bind host:port now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+    """True when a server could listen on `host:port` right now.
+
+    The probe sets SO_REUSEADDR, as the servers themselves do, so connections still in
+    TIME_WAIT after a quick restart do not count as "in use"; a listener or a bound socket does.
+    """
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """An ephemeral port that is free now (for tests: another process may take it later)."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def netloc(host: str, port: int) -> str:
+    """`host:port` for a URL, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
