@@ -10,7 +10,7 @@ PROTO_FILES := $(shell find protos -name '*.proto' -not -path '*/google/*')
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[embedded,dev]'
+	$(BIN)/pip install --quiet -e '.[embedded,dev]' --config-settings editable_mode=compat
 	@touch $(STAMP)
 
 ## run: start the backing services and all five processes in the foreground (Ctrl-C stops)

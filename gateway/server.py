@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from gateway.app import create_app
-
 from gateway.settings import GatewaySettings
 from mesh.common import CommonSettings
 from mesh.lifecycle import Lifecycle

@@ -7,8 +7,9 @@ import socket
 from dataclasses import dataclass
 
 from mesh import __version__
+from mesh.auth.tokens import TokenSettings
 from mesh.settings import Env
-from mesh.topology import ProcessSpec
+from mesh.topology import USERS, ProcessSpec
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -28,6 +29,8 @@ class CommonSettings:
     grace_seconds: float
     trace_ratio: float
     otlp_endpoint: str | None
+    tokens: TokenSettings
+    users_addresses: tuple[str, ...]
 
     @classmethod
     def from_env(cls, env: Env, spec: ProcessSpec) -> CommonSettings:
@@ -45,4 +48,7 @@ class CommonSettings:
             grace_seconds=env.float("MESH_SHUTDOWN_GRACE_SECONDS", 5.0, minimum=0, maximum=300),
             trace_ratio=env.float("OTEL_TRACES_SAMPLER_ARG", 1.0, minimum=0.0, maximum=1.0),
             otlp_endpoint=env.url("OTEL_EXPORTER_OTLP_ENDPOINT", None, ("http", "https")),
+            tokens=TokenSettings.from_env(env),
+            # Where the users service publishes the token keys (its JWK Set).
+            users_addresses=env.addresses("MESH_USERS_ADDR", f"127.0.0.1:{USERS.port}"),
         )

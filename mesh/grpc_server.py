@@ -15,10 +15,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from mesh.auth.access import authorize, method_access
+from mesh.auth.identity import caller_var
+from mesh.auth.tokens import TokenVerifier
 from mesh.common import CommonSettings
+from mesh.context import request_id_var
 from mesh.errors import ServiceError, to_grpc_status
 from mesh.lifecycle import Lifecycle
 from mesh.metrics import GRPC_DURATION, GRPC_HANDLED
@@ -33,7 +38,21 @@ Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """RED metrics per method, and domain errors turned into rich gRPC statuses."""
+    """Access control, RED metrics per method, and domain errors as rich gRPC statuses.
+
+    Only the methods of `service_names` are wrapped (health and reflection pass through);
+    each is checked against its `(mesh.v1.access)` option before the handler runs, and the
+    verified caller is put in `caller_var` for the handler.
+    """
+
+    def __init__(self, service_names: Sequence[str], verifier: TokenVerifier) -> None:
+        pool = descriptor_pool.Default()
+        self._access = {
+            f"/{name}/{method.name}": method_access(method)
+            for name in service_names
+            for method in pool.FindServiceByName(name).methods
+        }
+        self._verifier = verifier
 
     async def intercept_service(
         self,
@@ -43,25 +62,41 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        access = self._access.get(handler_call_details.method)
+        if handler is None or handler.unary_unary is None or access is None:
             return handler
         _, _, full = handler_call_details.method.partition("/")
         service, _, method = full.partition("/")
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(handler.unary_unary, service, method),  # type: ignore[arg-type]
+            _wrap(handler.unary_unary, service, method, access, self._verifier),  # type: ignore[arg-type]
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
 
 
-def _wrap(inner: Handler, service: str, method: str) -> Handler:
+def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | None:
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return None
+
+
+def _wrap(
+    inner: Handler, service: str, method: str, access: int, verifier: TokenVerifier
+) -> Handler:
     duration = GRPC_DURATION.labels(service, method)
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
+        request_id = request_id_var.set(_metadata(context, "x-request-id"))
         try:
-            return await inner(request, context)
+            caller = await authorize(access, _metadata(context, "authorization"), verifier)
+            caller_token = caller_var.set(caller)
+            try:
+                return await inner(request, context)
+            finally:
+                caller_var.reset(caller_token)
         except ServiceError as exc:
             code = exc.code
             await context.abort_with_status(to_grpc_status(exc))  # type: ignore[attr-defined]
@@ -76,6 +111,7 @@ def _wrap(inner: Handler, service: str, method: str) -> Handler:
             log.exception("unhandled error in %s/%s", service, method)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
         finally:
+            request_id_var.reset(request_id)
             duration.observe(time.perf_counter() - started)
             GRPC_HANDLED.labels(service, method, code.name).inc()
 
@@ -94,10 +130,12 @@ async def serve_grpc(
     lifecycle: Lifecycle,
     register: Register,
     service_names: Sequence[str],
+    *,
+    verifier: TokenVerifier,
 ) -> None:
     """Serve until a stop is requested, then stop gracefully. Returns when stopped."""
     server = grpc.aio.server(
-        interceptors=[_tracing_interceptor(), ServiceInterceptor()],
+        interceptors=[_tracing_interceptor(), ServiceInterceptor(service_names, verifier)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -35,7 +35,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 from opentelemetry import trace
 
-from mesh.errors import FieldError, details_from_trailers
+from mesh.errors import FieldError, ServiceError, details_from_trailers
 from mesh.request_id import request_id_of
 
 PROBLEM_CONTENT_TYPE: Final = "application/problem+json"
@@ -177,13 +177,28 @@ def problem_from_rpc_error(error: grpc.RpcError, *, upstream: str) -> ProblemErr
         detail = f"The upstream service '{upstream}' failed to process the request."
     else:
         detail = error.details() or status_title(status)
-    if code is grpc.StatusCode.UNAUTHENTICATED:
-        headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
-    if details.retry_after_seconds is not None:
-        headers[hdrs.RETRY_AFTER] = str(max(0, math.ceil(details.retry_after_seconds)))
+    headers.update(_status_headers(code, details.retry_after_seconds))
     return ProblemError(
         status, detail, errors=details.field_errors, headers=headers, extensions=extensions
     )
+
+
+def problem_from_service_error(error: ServiceError) -> ProblemError:
+    """The HTTP problem for a domain error raised in this process (e.g. by access checks)."""
+    headers = _status_headers(error.code, error.retry_after_seconds)
+    return ProblemError(
+        http_status_for(error.code), error.detail, errors=tuple(error.field_errors), headers=headers
+    )
+
+
+def _status_headers(code: grpc.StatusCode, retry_after_seconds: float | None) -> dict[str, str]:
+    """`WWW-Authenticate` on 401 and `Retry-After` when the service said when to retry."""
+    headers: dict[str, str] = {}
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        headers[hdrs.WWW_AUTHENTICATE] = "Bearer"
+    if retry_after_seconds is not None:
+        headers[hdrs.RETRY_AFTER] = str(max(0, math.ceil(retry_after_seconds)))
+    return headers
 
 
 def _from_http_exception(request: web.Request, exc: web.HTTPException) -> ProblemError:
@@ -211,6 +226,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         return problem_response(request, _from_http_exception(request, exc))
+    except ConnectionResetError:
+        raise  # the client went away: nobody to answer, aiohttp drops the connection
     except Exception:
         logger.exception(
             "unhandled error in %s %s",

@@ -185,7 +185,9 @@ class Supervisor:
     async def _start_children(self) -> None:
         for child in self._children:
             await child.start()
-            self._watchers.append(asyncio.create_task(self._watch(child)))
+            watcher = asyncio.create_task(self._watch(child), name=f"watch-{child.name}")
+            watcher.add_done_callback(self._watcher_done)
+            self._watchers.append(watcher)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
             waits = [asyncio.create_task(self._wait_ready(session, c)) for c in self._children]
             stop = asyncio.create_task(self._stopping.wait())
@@ -229,6 +231,12 @@ class Supervisor:
                         return
             await asyncio.sleep(0.1)
 
+    def _watcher_done(self, task: asyncio.Task[None]) -> None:
+        """A watcher that fails would leave its child unwatched: stop the mesh loudly."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+            self.request_stop()
+
     async def _watch(self, child: Child) -> None:
         while True:
             assert child.process is not None
@@ -246,7 +254,7 @@ class Supervisor:
                 code,
                 child.backoff,
                 extra={
-                    "process": child.name,
+                    "child": child.name,
                     "exit_code": code,
                     "restart_in_seconds": child.backoff,
                 },

@@ -31,7 +31,9 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
         self._service = service
 
     async def IngestEvents(
-        self, request: analytics_pb2.IngestEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: analytics_pb2.IngestEventsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> analytics_pb2.IngestEventsResponse:
         result = await self._service.ingest(
             [_raw(e) for e in request.events], request.ByteSize(), user_id=None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mesh.auth.remote import remote_verifier
 from mesh.backing_settings import MONGO_VAR
 from mesh.common import CommonSettings
 from mesh.grpc_server import serve_grpc
@@ -17,7 +18,10 @@ SERVICE_NAME = analytics_pb2.DESCRIPTOR.services_by_name["AnalyticsService"].ful
 
 
 async def serve(common: CommonSettings, settings: AnalyticsSettings, lifecycle: Lifecycle) -> None:
-    async with mongo_client(settings.stores.mongo_url, MONGO_VAR) as client:
+    async with (
+        mongo_client(settings.stores.mongo_url, MONGO_VAR) as client,
+        remote_verifier(common.users_addresses, common.tokens) as verifier,
+    ):
         store = MongoEventStore(client, settings.stores.database_name("analytics"))
         await store.ensure_indexes()
         lifecycle.add_readiness_check("mongo", lambda: mongo_ready(client))
@@ -27,4 +31,5 @@ async def serve(common: CommonSettings, settings: AnalyticsSettings, lifecycle: 
             lifecycle,
             lambda server: analytics_pb2_grpc.add_AnalyticsServiceServicer_to_server(api, server),
             [SERVICE_NAME],
+            verifier=verifier,
         )

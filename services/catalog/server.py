@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mesh.auth.remote import remote_verifier
 from mesh.backing_settings import POSTGRES_VAR
 from mesh.common import CommonSettings
 from mesh.grpc_server import serve_grpc
@@ -17,7 +18,10 @@ SERVICE_NAME = catalog_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_na
 
 
 async def serve(common: CommonSettings, settings: CatalogSettings, lifecycle: Lifecycle) -> None:
-    async with postgres_pool(settings.stores.postgres_for("catalog"), POSTGRES_VAR) as pool:
+    async with (
+        postgres_pool(settings.stores.postgres_for("catalog"), POSTGRES_VAR) as pool,
+        remote_verifier(common.users_addresses, common.tokens) as verifier,
+    ):
         lifecycle.add_readiness_check("postgres", lambda: postgres_ready(pool))
         api = CatalogApi(CatalogService(PostgresProductStore(pool)))
         await serve_grpc(
@@ -25,4 +29,5 @@ async def serve(common: CommonSettings, settings: CatalogSettings, lifecycle: Li
             lifecycle,
             lambda server: catalog_pb2_grpc.add_CatalogServiceServicer_to_server(api, server),
             [SERVICE_NAME],
+            verifier=verifier,
         )

@@ -14,6 +14,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from mesh.lifecycle import Lifecycle
 from mesh.ops import readiness_handler
+from mesh.problem import problem_middleware
+from mesh.request_id import echo_request_id, request_id_middleware
 from services.chat.protocol import PONG, ProtocolError, decode_frame, error_frame
 from services.chat.settings import ChatSettings
 
@@ -58,7 +60,8 @@ async def _close_connections(app: web.Application) -> None:
 
 
 def create_app(settings: ChatSettings, lifecycle: Lifecycle) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[request_id_middleware, problem_middleware])
+    app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[CONNECTIONS] = _Connections()
     app.router.add_get("/ws/chat", websocket)

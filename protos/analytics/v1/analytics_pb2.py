@@ -24,10 +24,11 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/analytics/v1/analytics.proto\x12\x0c\x61nalytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x01\n\x05\x45vent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttimestamp\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07sent_at\x18\x04 \x01(\t\x12\x14\n\x0c\x61nonymous_id\x18\x05 \x01(\t\x12*\n\nproperties\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"@\n\x13IngestEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.analytics.v1.EventB\x04\xe2\x41\x01\x02\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"k\n\x14IngestEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.analytics.v1.RejectedEvent2\x95\x01\n\x10\x41nalyticsService\x12\x80\x01\n\x0cIngestEvents\x12!.analytics.v1.IngestEventsRequest\x1a\".analytics.v1.IngestEventsResponse\")\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/analytics/events:batch:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/analytics/v1/analytics.proto\x12\x0c\x61nalytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bprotos/mesh/v1/access.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x9f\x01\n\x05\x45vent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttimestamp\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07sent_at\x18\x04 \x01(\t\x12\x14\n\x0c\x61nonymous_id\x18\x05 \x01(\t\x12*\n\nproperties\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"@\n\x13IngestEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.analytics.v1.EventB\x04\xe2\x41\x01\x02\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"k\n\x14IngestEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.analytics.v1.RejectedEvent2\x99\x01\n\x10\x41nalyticsService\x12\x84\x01\n\x0cIngestEvents\x12!.analytics.v1.IngestEventsRequest\x1a\".analytics.v1.IngestEventsResponse\"-\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/analytics/events:batch:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,15 +44,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
   _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002'
   _globals['_ANALYTICSSERVICE'].methods_by_name['IngestEvents']._loaded_options = None
-  _globals['_ANALYTICSSERVICE'].methods_by_name['IngestEvents']._serialized_options = b'\202\323\344\223\002#\"\036/api/v1/analytics/events:batch:\001*'
-  _globals['_EVENT']._serialized_start=147
-  _globals['_EVENT']._serialized_end=306
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=308
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=372
-  _globals['_REJECTEDEVENT']._serialized_start=374
-  _globals['_REJECTEDEVENT']._serialized_end=420
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=422
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=529
-  _globals['_ANALYTICSSERVICE']._serialized_start=532
-  _globals['_ANALYTICSSERVICE']._serialized_end=681
+  _globals['_ANALYTICSSERVICE'].methods_by_name['IngestEvents']._serialized_options = b'\310\363\030\002\202\323\344\223\002#\"\036/api/v1/analytics/events:batch:\001*'
+  _globals['_EVENT']._serialized_start=176
+  _globals['_EVENT']._serialized_end=335
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=337
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=401
+  _globals['_REJECTEDEVENT']._serialized_start=403
+  _globals['_REJECTEDEVENT']._serialized_end=449
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=451
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=558
+  _globals['_ANALYTICSSERVICE']._serialized_start=561
+  _globals['_ANALYTICSSERVICE']._serialized_end=714
 # @@protoc_insertion_point(module_scope)

@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/catalog/v1/catalog.proto\x12\ncatalog.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc3\x02\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05stock\x18\t \x01(\x05\x12\x15\n\x07version\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32t\n\x0e\x43\x61talogService\x12\x62\n\nGetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x13.catalog.v1.Product\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/products/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/catalog/v1/catalog.proto\x12\ncatalog.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bprotos/mesh/v1/access.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc3\x02\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05stock\x18\t \x01(\x05\x12\x15\n\x07version\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32x\n\x0e\x43\x61talogService\x12\x66\n\nGetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x13.catalog.v1.Product\"$\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/products/{id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,11 +47,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT'].fields_by_name['updated_at']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['updated_at']._serialized_options = b'\342A\001\003'
   _globals['_CATALOGSERVICE'].methods_by_name['GetProduct']._loaded_options = None
-  _globals['_CATALOGSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001\202\323\344\223\002\027\022\025/api/v1/products/{id}'
-  _globals['_GETPRODUCTREQUEST']._serialized_start=173
-  _globals['_GETPRODUCTREQUEST']._serialized_end=210
-  _globals['_PRODUCT']._serialized_start=213
-  _globals['_PRODUCT']._serialized_end=536
-  _globals['_CATALOGSERVICE']._serialized_start=538
-  _globals['_CATALOGSERVICE']._serialized_end=654
+  _globals['_CATALOGSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001\310\363\030\001\202\323\344\223\002\027\022\025/api/v1/products/{id}'
+  _globals['_GETPRODUCTREQUEST']._serialized_start=202
+  _globals['_GETPRODUCTREQUEST']._serialized_end=239
+  _globals['_PRODUCT']._serialized_start=242
+  _globals['_PRODUCT']._serialized_end=565
+  _globals['_CATALOGSERVICE']._serialized_start=567
+  _globals['_CATALOGSERVICE']._serialized_end=687
 # @@protoc_insertion_point(module_scope)

@@ -24,10 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/users/v1/users.proto\x12\x08users.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x05roles\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32g\n\x0cUsersService\x12W\n\x08Register\x12\x19.users.v1.RegisterRequest\x1a\x0e.users.v1.User\" \x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/users/v1/users.proto\x12\x08users.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bprotos/mesh/v1/access.proto\"[\n\x0fRegisterRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\x12\x1a\n\x0c\x64isplay_name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x04User\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x05roles\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"<\n\x0cLoginRequest\x12\x13\n\x05\x65mail\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x08password\x18\x02 \x01(\tB\x05\xe2\x41\x02\x02\x04\"`\n\tTokenPair\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x15\n\rrefresh_token\x18\x02 \x01(\t\x12\x12\n\ntoken_type\x18\x03 \x01(\t\x12\x12\n\nexpires_in\x18\x04 \x01(\x05\"-\n\x0eRefreshRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\",\n\rLogoutRequest\x12\x1b\n\rrefresh_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x0e\n\x0cGetMeRequest\"-\n\x0fUpdateMeRequest\x12\x1a\n\x0c\x64isplay_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\"\n\x0eGetUserRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"L\n\x10ListUsersRequest\x12\x16\n\tpage_size\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x02 \x01(\tB\x0c\n\n_page_size\"K\n\x11ListUsersResponse\x12\x1d\n\x05users\x18\x01 \x03(\x0b\x32\x0e.users.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x10\n\x0eGetJwksRequest\"Q\n\x03Jwk\x12\x0b\n\x03kty\x18\x01 \x01(\t\x12\x0b\n\x03\x63rv\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\t\x12\x0b\n\x03kid\x18\x04 \x01(\t\x12\x0b\n\x03\x61lg\x18\x05 \x01(\t\x12\x0b\n\x03use\x18\x06 \x01(\t\"#\n\x04Jwks\x12\x1b\n\x04keys\x18\x01 \x03(\x0b\x32\r.users.v1.Jwk2\xc4\x06\n\x0cUsersService\x12[\n\x08Register\x12\x19.users.v1.RegisterRequest\x1a\x0e.users.v1.User\"$\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x1a\"\x15/api/v1/auth/register:\x01*\x12W\n\x05Login\x12\x16.users.v1.LoginRequest\x1a\x13.users.v1.TokenPair\"!\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth/login:\x01*\x12]\n\x07Refresh\x12\x18.users.v1.RefreshRequest\x1a\x13.users.v1.TokenPair\"#\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/api/v1/auth/refresh:\x01*\x12]\n\x06Logout\x12\x17.users.v1.LogoutRequest\x1a\x16.google.protobuf.Empty\"\"\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/auth/logout:\x01*\x12P\n\x05GetMe\x12\x16.users.v1.GetMeRequest\x1a\x0e.users.v1.User\"\x1f\x90\x02\x01\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/users/me\x12V\n\x08UpdateMe\x12\x19.users.v1.UpdateMeRequest\x1a\x0e.users.v1.User\"\x1f\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\x15\x32\x10/api/v1/users/me:\x01*\x12V\n\x07GetUser\x12\x18.users.v1.GetUserRequest\x1a\x0e.users.v1.User\"!\x90\x02\x01\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/users/{id}\x12\x62\n\tListUsers\x12\x1a.users.v1.ListUsersRequest\x1a\x1b.users.v1.ListUsersResponse\"\x1c\x90\x02\x01\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12Z\n\x07GetJwks\x12\x18.users.v1.GetJwksRequest\x1a\x0e.users.v1.Jwks\"%\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/.well-known/jwks.jsonb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,12 +48,64 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USER'].fields_by_name['roles']._serialized_options = b'\342A\001\003'
   _globals['_USER'].fields_by_name['created_at']._loaded_options = None
   _globals['_USER'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
+  _globals['_LOGINREQUEST'].fields_by_name['email']._loaded_options = None
+  _globals['_LOGINREQUEST'].fields_by_name['email']._serialized_options = b'\342A\001\002'
+  _globals['_LOGINREQUEST'].fields_by_name['password']._loaded_options = None
+  _globals['_LOGINREQUEST'].fields_by_name['password']._serialized_options = b'\342A\002\002\004'
+  _globals['_REFRESHREQUEST'].fields_by_name['refresh_token']._loaded_options = None
+  _globals['_REFRESHREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
+  _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._loaded_options = None
+  _globals['_LOGOUTREQUEST'].fields_by_name['refresh_token']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEMEREQUEST'].fields_by_name['display_name']._loaded_options = None
+  _globals['_UPDATEMEREQUEST'].fields_by_name['display_name']._serialized_options = b'\342A\001\002'
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_GETUSERREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_USERSSERVICE'].methods_by_name['Register']._loaded_options = None
-  _globals['_USERSSERVICE'].methods_by_name['Register']._serialized_options = b'\202\323\344\223\002\032\"\025/api/v1/auth/register:\001*'
-  _globals['_REGISTERREQUEST']._serialized_start=137
-  _globals['_REGISTERREQUEST']._serialized_end=228
-  _globals['_USER']._serialized_start=231
-  _globals['_USER']._serialized_end=367
-  _globals['_USERSSERVICE']._serialized_start=369
-  _globals['_USERSSERVICE']._serialized_end=472
+  _globals['_USERSSERVICE'].methods_by_name['Register']._serialized_options = b'\310\363\030\001\202\323\344\223\002\032\"\025/api/v1/auth/register:\001*'
+  _globals['_USERSSERVICE'].methods_by_name['Login']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['Login']._serialized_options = b'\310\363\030\001\202\323\344\223\002\027\"\022/api/v1/auth/login:\001*'
+  _globals['_USERSSERVICE'].methods_by_name['Refresh']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['Refresh']._serialized_options = b'\310\363\030\001\202\323\344\223\002\031\"\024/api/v1/auth/refresh:\001*'
+  _globals['_USERSSERVICE'].methods_by_name['Logout']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['Logout']._serialized_options = b'\310\363\030\001\202\323\344\223\002\030\"\023/api/v1/auth/logout:\001*'
+  _globals['_USERSSERVICE'].methods_by_name['GetMe']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['GetMe']._serialized_options = b'\220\002\001\310\363\030\002\202\323\344\223\002\022\022\020/api/v1/users/me'
+  _globals['_USERSSERVICE'].methods_by_name['UpdateMe']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['UpdateMe']._serialized_options = b'\310\363\030\002\202\323\344\223\002\0252\020/api/v1/users/me:\001*'
+  _globals['_USERSSERVICE'].methods_by_name['GetUser']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['GetUser']._serialized_options = b'\220\002\001\310\363\030\003\202\323\344\223\002\024\022\022/api/v1/users/{id}'
+  _globals['_USERSSERVICE'].methods_by_name['ListUsers']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['ListUsers']._serialized_options = b'\220\002\001\310\363\030\003\202\323\344\223\002\017\022\r/api/v1/users'
+  _globals['_USERSSERVICE'].methods_by_name['GetJwks']._loaded_options = None
+  _globals['_USERSSERVICE'].methods_by_name['GetJwks']._serialized_options = b'\220\002\001\310\363\030\001\202\323\344\223\002\030\022\026/.well-known/jwks.json'
+  _globals['_REGISTERREQUEST']._serialized_start=195
+  _globals['_REGISTERREQUEST']._serialized_end=286
+  _globals['_USER']._serialized_start=289
+  _globals['_USER']._serialized_end=425
+  _globals['_LOGINREQUEST']._serialized_start=427
+  _globals['_LOGINREQUEST']._serialized_end=487
+  _globals['_TOKENPAIR']._serialized_start=489
+  _globals['_TOKENPAIR']._serialized_end=585
+  _globals['_REFRESHREQUEST']._serialized_start=587
+  _globals['_REFRESHREQUEST']._serialized_end=632
+  _globals['_LOGOUTREQUEST']._serialized_start=634
+  _globals['_LOGOUTREQUEST']._serialized_end=678
+  _globals['_GETMEREQUEST']._serialized_start=680
+  _globals['_GETMEREQUEST']._serialized_end=694
+  _globals['_UPDATEMEREQUEST']._serialized_start=696
+  _globals['_UPDATEMEREQUEST']._serialized_end=741
+  _globals['_GETUSERREQUEST']._serialized_start=743
+  _globals['_GETUSERREQUEST']._serialized_end=777
+  _globals['_LISTUSERSREQUEST']._serialized_start=779
+  _globals['_LISTUSERSREQUEST']._serialized_end=855
+  _globals['_LISTUSERSRESPONSE']._serialized_start=857
+  _globals['_LISTUSERSRESPONSE']._serialized_end=932
+  _globals['_GETJWKSREQUEST']._serialized_start=934
+  _globals['_GETJWKSREQUEST']._serialized_end=950
+  _globals['_JWK']._serialized_start=952
+  _globals['_JWK']._serialized_end=1033
+  _globals['_JWKS']._serialized_start=1035
+  _globals['_JWKS']._serialized_end=1070
+  _globals['_USERSSERVICE']._serialized_start=1073
+  _globals['_USERSSERVICE']._serialized_end=1909
 # @@protoc_insertion_point(module_scope)

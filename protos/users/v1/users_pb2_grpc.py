@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from protos.users.v1 import users_pb2 as protos_dot_users_dot_v1_dot_users__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -39,6 +40,46 @@ class UsersServiceStub:
                 request_serializer=protos_dot_users_dot_v1_dot_users__pb2.RegisterRequest.SerializeToString,
                 response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
                 _registered_method=True)
+        self.Login = channel.unary_unary(
+                '/users.v1.UsersService/Login',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.LoginRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.TokenPair.FromString,
+                _registered_method=True)
+        self.Refresh = channel.unary_unary(
+                '/users.v1.UsersService/Refresh',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.RefreshRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.TokenPair.FromString,
+                _registered_method=True)
+        self.Logout = channel.unary_unary(
+                '/users.v1.UsersService/Logout',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.LogoutRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.GetMe = channel.unary_unary(
+                '/users.v1.UsersService/GetMe',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.GetMeRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.UpdateMe = channel.unary_unary(
+                '/users.v1.UsersService/UpdateMe',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.UpdateMeRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.GetUser = channel.unary_unary(
+                '/users.v1.UsersService/GetUser',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.ListUsers = channel.unary_unary(
+                '/users.v1.UsersService/ListUsers',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+                _registered_method=True)
+        self.GetJwks = channel.unary_unary(
+                '/users.v1.UsersService/GetJwks',
+                request_serializer=protos_dot_users_dot_v1_dot_users__pb2.GetJwksRequest.SerializeToString,
+                response_deserializer=protos_dot_users_dot_v1_dot_users__pb2.Jwks.FromString,
+                _registered_method=True)
 
 
 class UsersServiceServicer:
@@ -51,6 +92,63 @@ class UsersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Login(self, request, context):
+        """Exchanges an email and password for an access token and a refresh token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Refresh(self, request, context):
+        """Spends a refresh token for a new pair. A refresh token presented a second time revokes
+        its whole family.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Logout(self, request, context):
+        """Revokes the family of the given refresh token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMe(self, request, context):
+        """The caller's own account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMe(self, request, context):
+        """Changes the caller's display name (the only field a user may change here).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUser(self, request, context):
+        """Any account by id (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUsers(self, request, context):
+        """All accounts, oldest first, a page at a time (admins only).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJwks(self, request, context):
+        """The public keys that verify access tokens (RFC 7517 JWK Set).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -58,6 +156,46 @@ def add_UsersServiceServicer_to_server(servicer, server):
                     servicer.Register,
                     request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.RegisterRequest.FromString,
                     response_serializer=protos_dot_users_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'Login': grpc.unary_unary_rpc_method_handler(
+                    servicer.Login,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.LoginRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.TokenPair.SerializeToString,
+            ),
+            'Refresh': grpc.unary_unary_rpc_method_handler(
+                    servicer.Refresh,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.RefreshRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.TokenPair.SerializeToString,
+            ),
+            'Logout': grpc.unary_unary_rpc_method_handler(
+                    servicer.Logout,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.LogoutRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'GetMe': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMe,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.GetMeRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'UpdateMe': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMe,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.UpdateMeRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'GetUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUser,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.GetUserRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'ListUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUsers,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'GetJwks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJwks,
+                    request_deserializer=protos_dot_users_dot_v1_dot_users__pb2.GetJwksRequest.FromString,
+                    response_serializer=protos_dot_users_dot_v1_dot_users__pb2.Jwks.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -87,6 +225,222 @@ class UsersService:
             '/users.v1.UsersService/Register',
             protos_dot_users_dot_v1_dot_users__pb2.RegisterRequest.SerializeToString,
             protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Login(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/Login',
+            protos_dot_users_dot_v1_dot_users__pb2.LoginRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.TokenPair.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Refresh(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/Refresh',
+            protos_dot_users_dot_v1_dot_users__pb2.RefreshRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.TokenPair.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Logout(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/Logout',
+            protos_dot_users_dot_v1_dot_users__pb2.LogoutRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/GetMe',
+            protos_dot_users_dot_v1_dot_users__pb2.GetMeRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/UpdateMe',
+            protos_dot_users_dot_v1_dot_users__pb2.UpdateMeRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/GetUser',
+            protos_dot_users_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/ListUsers',
+            protos_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJwks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/users.v1.UsersService/GetJwks',
+            protos_dot_users_dot_v1_dot_users__pb2.GetJwksRequest.SerializeToString,
+            protos_dot_users_dot_v1_dot_users__pb2.Jwks.FromString,
             options,
             channel_credentials,
             insecure,

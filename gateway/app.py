@@ -1,0 +1,96 @@
+"""The gateway's composition root: `create_app(settings)` builds the aiohttp application.
+
+The routing table and the OpenAPI document are built here, once, from the protos; the
+upstream connections are opened and closed by a cleanup context, inside the server's loop.
+Serving (uvloop, signals, the ops port, telemetry) is the process runner's job.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+from aiohttp import web
+
+from gateway.health import health
+from gateway.keys import (
+    OPENAPI_KEY,
+    ROUTES_KEY,
+    SERVICES_KEY,
+    SETTINGS_KEY,
+    UPSTREAMS_KEY,
+    VERIFIER_KEY,
+    WEBSOCKETS_KEY,
+)
+from gateway.openapi import build_openapi
+from gateway.routing import Route, UpstreamService, build_routes
+from gateway.settings import GatewaySettings
+from gateway.unary_proxy import unary_handler
+from gateway.upstreams import GRPC_SERVICES, Upstreams
+from gateway.ws_proxy import WS_PATH, close_websockets, ws_chat
+from mesh.auth.remote import remote_verifier
+from mesh.problem import problem_middleware
+from mesh.request_id import echo_request_id, request_id_middleware
+
+
+async def _upstreams(app: web.Application) -> AsyncIterator[None]:
+    names = [s.upstream for s in app[SERVICES_KEY]]
+    upstreams = Upstreams(app[SETTINGS_KEY], names)
+    app[UPSTREAMS_KEY] = upstreams
+    yield
+    await upstreams.close()
+
+
+async def _verifier(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS_KEY]
+    async with remote_verifier(settings.users_addresses, settings.tokens) as verifier:
+        app[VERIFIER_KEY] = verifier
+        yield
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI_KEY], content_type="application/json")
+
+
+def add_routes(router: web.UrlDispatcher, routes: Sequence[Route]) -> None:
+    """One aiohttp resource per path template, one route per HTTP method on it.
+
+    A GET also answers HEAD (as aiohttp's `add_get` does) unless a rule binds HEAD itself.
+    """
+    resources: dict[str, web.Resource] = {}
+    methods: dict[str, set[str]] = {}
+    for route in routes:
+        path = route.template.aiohttp_path
+        if path not in resources:
+            resources[path] = router.add_resource(path)
+            methods[path] = {r.http_method for r in routes if r.template.aiohttp_path == path}
+        handler = unary_handler(route)
+        resources[path].add_route(route.http_method, handler)
+        if route.http_method == "GET" and "HEAD" not in methods[path]:
+            resources[path].add_route("HEAD", handler)
+
+
+def create_app(
+    settings: GatewaySettings, *, services: Sequence[UpstreamService] = GRPC_SERVICES
+) -> web.Application:
+    """The gateway app for `settings`, exposing `services` (the protos' registry by default)."""
+    routes = build_routes(services)
+    app = web.Application(
+        middlewares=[request_id_middleware, problem_middleware],
+        client_max_size=settings.body_limit_bytes,
+    )
+    app.on_response_prepare.append(echo_request_id)
+    app[SETTINGS_KEY] = settings
+    app[SERVICES_KEY] = tuple(services)
+    app[ROUTES_KEY] = routes
+    app[OPENAPI_KEY] = orjson.dumps(build_openapi(routes))
+    add_routes(app.router, routes)
+    app.router.add_get("/openapi.json", openapi_document)
+    app.router.add_get("/health", health)
+    app.router.add_get(WS_PATH, ws_chat)
+    app[WEBSOCKETS_KEY] = weakref.WeakSet()
+    app.on_shutdown.append(close_websockets)
+    app.cleanup_ctx.append(_upstreams)
+    app.cleanup_ctx.append(_verifier)
+    return app

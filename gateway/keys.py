@@ -1,0 +1,21 @@
+"""Typed keys of the gateway's aiohttp application."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Final
+
+from aiohttp import web
+
+from gateway.routing import Route, UpstreamService
+from gateway.settings import GatewaySettings
+from gateway.upstreams import Upstreams
+from mesh.auth.tokens import TokenVerifier
+
+SETTINGS_KEY: Final = web.AppKey("gateway_settings", GatewaySettings)
+ROUTES_KEY: Final = web.AppKey("gateway_routes", tuple[Route, ...])
+OPENAPI_KEY: Final = web.AppKey("gateway_openapi", bytes)
+UPSTREAMS_KEY: Final = web.AppKey("gateway_upstreams", Upstreams)
+SERVICES_KEY: Final = web.AppKey("gateway_services", tuple[UpstreamService, ...])
+WEBSOCKETS_KEY: Final = web.AppKey("gateway_websockets", weakref.WeakSet[web.WebSocketResponse])
+VERIFIER_KEY: Final = web.AppKey("gateway_token_verifier", TokenVerifier)

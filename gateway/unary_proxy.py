@@ -1,0 +1,56 @@
+"""The handler for one transcoded route: HTTP/JSON in, one gRPC call, JSON out."""
+
+from __future__ import annotations
+
+import grpc
+import grpc.aio
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from gateway.body import NO_BODY, read_json_body
+from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY
+from gateway.routing import Route
+from gateway.transcoding import Transcoder
+from mesh.auth.access import authorize
+from mesh.errors import ServiceError
+from mesh.problem import problem_from_rpc_error, problem_from_service_error
+from mesh.request_id import REQUEST_ID_METADATA, request_id_of
+
+AUTHORIZATION_METADATA = "authorization"
+# Set by the gateway from the connection; a client's own value never reaches a service.
+CLIENT_ADDRESS_METADATA = "x-client-address"
+
+
+def unary_handler(route: Route) -> Handler:
+    transcoder = Transcoder(route)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        settings = request.app[SETTINGS_KEY]
+        authorization = request.headers.get(hdrs.AUTHORIZATION)
+        try:  # before the body is read: an unauthorised caller costs no upload
+            await authorize(route.access, authorization, request.app[VERIFIER_KEY])
+        except ServiceError as exc:
+            raise problem_from_service_error(exc) from None
+        body = await read_json_body(request, settings.body_limit_bytes) if route.body else NO_BODY
+        message = transcoder.request_message(
+            path=route.template.bindings(request.match_info), query=request.query, body=body
+        )
+        metadata: tuple[tuple[str, str], ...] = (
+            (REQUEST_ID_METADATA, request_id_of(request) or ""),
+            (CLIENT_ADDRESS_METADATA, request.remote or ""),
+        )
+        if authorization:  # the service verifies it again: it never trusts the gateway's word
+            metadata += ((AUTHORIZATION_METADATA, authorization),)
+        call = request.app[UPSTREAMS_KEY].unary(route)
+        try:
+            response = await call(
+                message, timeout=settings.upstream_timeout_seconds, metadata=metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise problem_from_rpc_error(error, upstream=route.upstream) from None
+        return web.Response(
+            body=transcoder.response_json(response), content_type="application/json"
+        )
+
+    handle.__name__ = handle.__qualname__ = route.operation_id
+    return handle

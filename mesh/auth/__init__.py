@@ -1,0 +1,1 @@
+"""Access tokens: signing keys, issuing (users service), verifying (everyone), identity."""
