@@ -29,11 +29,17 @@ READY = re.compile(r"the mesh is ready in ([0-9.]+) s")
 
 
 def _env(data_dir: Path) -> dict[str, str]:
-    env = {**os.environ, "MESH_DATA_DIR": str(data_dir), "MESH_POSTGRES_DSN": "",
-           "MESH_REDIS_URL": "", "MESH_MONGO_URL": "", "MESH_LOG_LEVEL": "warning",
-           "MESH_EMBEDDED_POSTGRES_PORT": str(free_port()),
-           "MESH_EMBEDDED_REDIS_PORT": str(free_port()),
-           "MESH_EMBEDDED_MONGO_PORT": str(free_port())}
+    env = {
+        **os.environ,
+        "MESH_DATA_DIR": str(data_dir),
+        "MESH_POSTGRES_DSN": "",
+        "MESH_REDIS_URL": "",
+        "MESH_MONGO_URL": "",
+        "MESH_LOG_LEVEL": "warning",
+        "MESH_EMBEDDED_POSTGRES_PORT": str(free_port()),
+        "MESH_EMBEDDED_REDIS_PORT": str(free_port()),
+        "MESH_EMBEDDED_MONGO_PORT": str(free_port()),
+    }
     for spec in PROCESSES:
         env[spec.port_var] = str(free_port())
         env[spec.ops_port_var] = str(free_port())
@@ -44,8 +50,9 @@ def time_to_ready(data_dir: Path, env: dict[str, str], timeout: float = 180) -> 
     """Wall seconds from exec to the ready banner, and the seconds `mesh up` itself reports."""
     mesh = str(Path(sys.executable).parent / "mesh")
     started = time.monotonic()
-    process = subprocess.Popen([mesh, "up"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [mesh, "up"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     assert process.stdout is not None
     try:
         for line in process.stdout:
@@ -75,9 +82,11 @@ def main() -> int:
         finally:
             shutil.rmtree(data_dir, ignore_errors=True)
     for name, values in (("cold", cold), ("warm", warm)):
-        print(f"{name}: median {statistics.median(values):.1f} s "
-              f"(min {min(values):.1f}, max {max(values):.1f}, runs {len(values)}, "
-              f"cores {os.cpu_count()})")
+        print(
+            f"{name}: median {statistics.median(values):.1f} s "
+            f"(min {min(values):.1f}, max {max(values):.1f}, runs {len(values)}, "
+            f"cores {os.cpu_count()})"
+        )
     return 0
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mesh.settings import Env, SettingsError, with_database
+from mesh.topology import EMBEDDED_MONGO_PORT, EMBEDDED_POSTGRES_PORT, EMBEDDED_REDIS_PORT
 
 POSTGRES_VAR = "MESH_POSTGRES_DSN"
 REDIS_VAR = "MESH_REDIS_URL"
 MONGO_VAR = "MESH_MONGO_URL"
 
-DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
-DEFAULT_MONGO = "mongodb://127.0.0.1:27017/?directConnection=true"
+# Unconfigured, a process looks for the embedded servers a local `mesh up` runs, so that
+# `mesh users grant-admin` in a second terminal finds them. Production sets every URL.
+DEFAULT_POSTGRES = f"postgresql://postgres@127.0.0.1:{EMBEDDED_POSTGRES_PORT}/postgres"
+DEFAULT_REDIS = f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+DEFAULT_MONGO = f"mongodb://127.0.0.1:{EMBEDDED_MONGO_PORT}/?directConnection=true"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """The `mesh` command: `mesh up` runs the whole mesh locally, `mesh migrate` applies the
-database migrations."""
+database migrations, `mesh users grant-admin EMAIL` makes an account admin."""
 
 from __future__ import annotations
 
@@ -36,6 +36,12 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _grant_admin(args: argparse.Namespace) -> int:
+    from services.users.admin import grant_admin_command
+
+    return grant_admin_command(args.email)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mesh", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -45,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="apply the PostgreSQL migrations of every service"
     ).set_defaults(func=_migrate)
+    users = commands.add_parser("users", help="operate on accounts")
+    users_commands = users.add_subparsers(dest="users_command", required=True)
+    grant = users_commands.add_parser("grant-admin", help="give an account the admin role")
+    grant.add_argument("email")
+    grant.set_defaults(func=_grant_admin)
     return parser
 
 

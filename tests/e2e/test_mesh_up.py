@@ -92,26 +92,6 @@ async def test_catalog_reads_its_database_through_the_gateway(
         assert response.content_type == PROBLEM
 
 
-async def test_analytics_ingests_through_the_gateway(
-    mesh: MeshProcess, http: aiohttp.ClientSession
-) -> None:
-    event = {
-        "eventId": str(uuid.uuid4()),
-        "type": "page.view",
-        "timestamp": "2026-11-20T08:00:00Z",
-        "properties": {"path": "/"},
-    }
-    url = f"{mesh.gateway}/api/v1/analytics/events:batch"
-    async with http.post(url, json={"events": [event, {**event, "eventId": "nope"}]}) as response:
-        assert response.status == 200, await response.text()
-        reply = await response.json()
-    assert reply["accepted"] == 1
-    assert reply["duplicates"] == 0
-    assert [r["index"] for r in reply["rejected"]] == [1]
-    async with http.post(url, json={"events": [event]}) as response:
-        assert (await response.json())["duplicates"] == 1
-
-
 async def test_chat_websocket_through_the_gateway(
     mesh: MeshProcess, http: aiohttp.ClientSession
 ) -> None:

@@ -11,22 +11,21 @@ import pytest
 
 from mesh.backing_settings import StoreUrls
 from mesh.errors import details_from_trailers
-from mesh.topology import USERS
 from protos.users.v1 import users_pb2, users_pb2_grpc
-from services.users.server import serve
-from services.users.settings import UsersSettings
-from tests.integration.services.conftest import RunningService, run_service
-
-PASSWORD = "correct horse battery staple"
+from tests.integration.services.conftest import RunningService
+from tests.integration.services.users_support import (
+    PASSWORD,
+    clear_redis,
+    running_users,
+    users_settings,
+)
 
 
 @pytest.fixture
 async def users(stores: StoreUrls) -> AsyncIterator[RunningService]:
-    settings = UsersSettings(
-        stores=stores, argon2_memory_kib=19 * 1024, argon2_time_cost=2, hashing_threads=2
-    )
-    async with run_service(USERS, settings, serve, stores) as running:
+    async with running_users(users_settings(stores)) as running:
         yield running
+    await clear_redis(stores)
 
 
 @pytest.fixture
