@@ -66,6 +66,7 @@ async def serve(common: CommonSettings, settings: UsersSettings, lifecycle: Life
                     redis,
                     stores.namespace,
                     limit=settings.login_max_attempts,
+                    address_limit=settings.login_max_attempts_per_address,
                     window_seconds=settings.login_window_seconds,
                 ),
                 access_ttl_seconds=common.tokens.ttl_seconds,

@@ -36,6 +36,8 @@ class UsersSettings:
     refresh_ttl_seconds: int = REFRESH_TOKEN_DAYS * 24 * 3600
     # Failed logins allowed per account and per client address within the window.
     login_max_attempts: int = LOGIN_MAX_ATTEMPTS
+    # Failed sign-ins allowed per client address in the window (many users may share one).
+    login_max_attempts_per_address: int = LOGIN_MAX_ATTEMPTS
     login_window_seconds: int = LOGIN_WINDOW_SECONDS
 
     @classmethod
@@ -57,6 +59,12 @@ class UsersSettings:
             ),
             login_max_attempts=env.int(
                 "MESH_USERS_LOGIN_MAX_ATTEMPTS", LOGIN_MAX_ATTEMPTS, minimum=1, maximum=10_000
+            ),
+            login_max_attempts_per_address=env.int(
+                "MESH_USERS_LOGIN_MAX_ATTEMPTS_PER_ADDRESS",
+                LOGIN_MAX_ATTEMPTS,
+                minimum=1,
+                maximum=1_000_000,
             ),
             login_window_seconds=env.int(
                 "MESH_USERS_LOGIN_WINDOW_SECONDS", LOGIN_WINDOW_SECONDS, minimum=1, maximum=86_400

@@ -25,14 +25,15 @@ from redis.exceptions import RedisError
 
 from mesh.errors import ResourceExhausted, Unavailable
 
-# KEYS: account, address. ARGV: limit, window in ms. Returns 0 (reserved) or the wait in ms.
+# KEYS: account, address. ARGV: account limit, window in ms, address limit.
+# Returns 0 (reserved) or the wait in ms.
 _RESERVE: Final = """
-local limit = tonumber(ARGV[1])
+local limits = {tonumber(ARGV[1]), tonumber(ARGV[3])}
 local window = tonumber(ARGV[2])
 local wait = 0
 for i = 1, 2 do
   local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if count >= limit then
+  if count >= limits[i] then
     local ttl = redis.call('PTTL', KEYS[i])
     if ttl < 0 then
       redis.call('PEXPIRE', KEYS[i], window)
@@ -72,18 +73,29 @@ class LoginThrottle(Protocol):
 
 class RedisLoginThrottle:
     def __init__(
-        self, client: aioredis.Redis, namespace: str, *, limit: int, window_seconds: int
+        self,
+        client: aioredis.Redis,
+        namespace: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        address_limit: int | None = None,
     ) -> None:
         self._reserve = client.register_script(_RESERVE)
         self._succeeded = client.register_script(_SUCCEEDED)
         self._prefix = f"{namespace}users:login:"
         self._limit = limit
+        self._address_limit = limit if address_limit is None else address_limit
         self._window_ms = window_seconds * 1000
 
     async def reserve(self, email: str, address: str) -> None:
         keys = self._keys(email, address)
         try:
-            wait_ms = int(await self._reserve(keys=keys, args=[self._limit, self._window_ms]))
+            wait_ms = int(
+                await self._reserve(
+                    keys=keys, args=[self._limit, self._window_ms, self._address_limit]
+                )
+            )
         except RedisError:  # fail closed: no counting, no sign-in
             raise Unavailable(UNAVAILABLE) from None
         if wait_ms > 0:

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import statistics
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -16,8 +17,11 @@ import redis.asyncio as aioredis
 
 from mesh.auth.keys import SigningKey
 from mesh.backing_settings import StoreUrls
+from mesh.errors import ResourceExhausted
+from mesh.harness import BackingUrls
 from protos.users.v1 import users_pb2, users_pb2_grpc
 from services.users.admin import grant_admin
+from services.users.throttle import RedisLoginThrottle
 from tests.integration.services.conftest import RunningService
 from tests.integration.services.users_support import (
     AUDIENCE,
@@ -372,3 +376,22 @@ async def test_the_window_ends_and_counting_starts_again(stores: StoreUrls) -> N
         await asyncio.sleep(1.1)
         await login(stub, "patient@example.org")
     await clear_redis(stores)
+
+
+async def test_the_address_limit_is_separate_from_the_account_limit(backing: BackingUrls) -> None:
+    client = aioredis.Redis.from_url(backing.redis_url)
+    namespace = f"t{uuid.uuid4().hex[:8]}_"
+    try:
+        throttle = RedisLoginThrottle(
+            client, namespace, limit=2, window_seconds=60, address_limit=5
+        )
+        for i in range(5):  # five accounts from one address: the address allows five
+            await throttle.reserve(f"a{i}@example.org", "198.51.100.1")
+        with pytest.raises(ResourceExhausted):
+            await throttle.reserve("a9@example.org", "198.51.100.1")
+        await throttle.reserve("b@example.org", "198.51.100.2")
+        await throttle.reserve("b@example.org", "198.51.100.3")
+        with pytest.raises(ResourceExhausted):  # the account allows two
+            await throttle.reserve("b@example.org", "198.51.100.4")
+    finally:
+        await client.aclose()
