@@ -88,6 +88,8 @@ def mesh_env(
         "MESH_DATA_DIR": str(data_dir),
         "MESH_NAMESPACE": namespace,
         "MESH_SHUTDOWN_GRACE_SECONDS": "3",
+        # Every e2e client is 127.0.0.1: the per-account limit is what the tests exercise.
+        "MESH_USERS_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "100000",
         "MESH_EMBEDDED_POSTGRES_PORT": str(free_port()),
         "MESH_EMBEDDED_REDIS_PORT": str(free_port()),
         "MESH_EMBEDDED_MONGO_PORT": str(free_port()),
