@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
+from mesh.auth.identity import current_caller
 from protos.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.service import AnalyticsService, RawEvent
 
@@ -36,7 +37,7 @@ class AnalyticsApi(analytics_pb2_grpc.AnalyticsServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> analytics_pb2.IngestEventsResponse:
         result = await self._service.ingest(
-            [_raw(e) for e in request.events], request.ByteSize(), user_id=None
+            [_raw(e) for e in request.events], request.ByteSize(), current_caller().user_id
         )
         return analytics_pb2.IngestEventsResponse(
             accepted=result.accepted,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ class RunningService:
     ops_port: int
     lifecycle: Lifecycle
     stores: StoreUrls
+    token: str = ""  # an access token for calls to it, where a test signs one in
 
 
 @pytest.fixture
@@ -46,13 +47,14 @@ async def stores(backing: BackingUrls) -> AsyncIterator[StoreUrls]:
         await connection.close()
 
 
-def common_settings(spec: ProcessSpec) -> CommonSettings:
+def common_settings(spec: ProcessSpec, env: Mapping[str, str] | None = None) -> CommonSettings:
     return CommonSettings.from_env(
         Env(
             {
                 spec.port_var: str(free_port()),
                 spec.ops_port_var: str(free_port()),
                 "MESH_SHUTDOWN_GRACE_SECONDS": "1",
+                **(env or {}),
             }
         ),
         spec,
@@ -65,8 +67,10 @@ async def run_service(
     settings: Any,
     serve: Callable[[CommonSettings, Any, Lifecycle], Awaitable[None]],
     stores: StoreUrls,
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[RunningService]:
-    common = common_settings(spec)
+    """`serve` on free ports; `env` adds settings (e.g. MESH_USERS_ADDR of a running users)."""
+    common = common_settings(spec, env)
     lifecycle = Lifecycle()
     task = asyncio.create_task(serve(common, settings, lifecycle))
     for _ in range(200):

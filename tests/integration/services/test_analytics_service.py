@@ -13,12 +13,14 @@ import pytest
 from google.protobuf import json_format
 from pymongo import AsyncMongoClient
 
+from mesh.auth.tokens import TokenIssuer, TokenSettings
 from mesh.backing_settings import StoreUrls
 from mesh.topology import ANALYTICS
 from protos.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.server import serve
 from services.analytics.settings import AnalyticsSettings
 from tests.integration.services.conftest import RunningService, run_service
+from tests.integration.services.users_support import new_key, running_users, users_settings
 
 
 def event(**fields: Any) -> analytics_pb2.Event:
@@ -34,10 +36,21 @@ def event(**fields: Any) -> analytics_pb2.Event:
     )
 
 
+USER_ID = str(uuid.uuid4())
+
+
 @pytest.fixture
 async def analytics(stores: StoreUrls) -> AsyncIterator[RunningService]:
+    """The analytics service, verifying tokens with the keys of a real users service."""
+    key = new_key()
     settings = AnalyticsSettings(stores=stores)
-    async with run_service(ANALYTICS, settings, serve, stores) as running:
+    async with (
+        running_users(users_settings(stores, [key])) as users,
+        run_service(
+            ANALYTICS, settings, serve, stores, {"MESH_USERS_ADDR": users.address}
+        ) as running,
+    ):
+        running.token = TokenIssuer([key], TokenSettings()).issue(USER_ID, ["user"])
         yield running
     client: AsyncMongoClient[Any] = AsyncMongoClient(stores.mongo_url)
     await client.drop_database(stores.database_name("analytics"))
@@ -46,8 +59,21 @@ async def analytics(stores: StoreUrls) -> AsyncIterator[RunningService]:
 
 @pytest.fixture
 async def stub(analytics: RunningService) -> AsyncIterator[analytics_pb2_grpc.AnalyticsServiceStub]:
-    async with grpc.aio.insecure_channel(analytics.address) as channel:
+    """A stub whose calls carry the signed-in user's access token."""
+    async with grpc.aio.insecure_channel(
+        analytics.address, interceptors=[BearerInterceptor(analytics.token)]
+    ) as channel:
         yield analytics_pb2_grpc.AnalyticsServiceStub(channel)
+
+
+class BearerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        metadata.add("authorization", f"Bearer {self._token}")
+        return await continuation(details._replace(metadata=metadata), request)
 
 
 async def stored(running: RunningService) -> list[dict[str, Any]]:
@@ -141,3 +167,16 @@ async def test_batch_size_limits(
         )
     assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert await stored(analytics) == []
+
+
+async def test_the_user_comes_from_the_token_and_anonymous_calls_are_refused(
+    stub: analytics_pb2_grpc.AnalyticsServiceStub, analytics: RunningService
+) -> None:
+    await stub.IngestEvents(analytics_pb2.IngestEventsRequest(events=[event()]))
+    assert [d["userId"] for d in await stored(analytics)] == [USER_ID]
+    async with grpc.aio.insecure_channel(analytics.address) as channel:
+        anonymous = analytics_pb2_grpc.AnalyticsServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await anonymous.IngestEvents(analytics_pb2.IngestEventsRequest(events=[event()]))
+    assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert len(await stored(analytics)) == 1
