@@ -26,6 +26,7 @@ import aiohttp
 
 from mesh.backing_settings import MONGO_VAR, POSTGRES_VAR, REDIS_VAR, StoreUrls
 from mesh.harness import BackingConfig, BackingStartError, PortInUse, backing_services
+from mesh.harness.process import child_argv
 from mesh.migrate import migrate_all
 from mesh.netbind import port_is_free
 from mesh.runner import EX_CONFIG
@@ -95,9 +96,7 @@ class Child:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.endpoint.spec.module,
+            *child_argv([sys.executable, "-m", self.endpoint.spec.module]),
             env=dict(self.env),
             start_new_session=True,
         )

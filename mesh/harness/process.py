@@ -2,8 +2,8 @@
 
 Every embedded server is a child started with `asyncio.create_subprocess_exec` in its own
 session (a terminal's Ctrl-C reaches only the supervisor, which then orders the shutdown),
-with stdout and stderr appended to `<data_dir>/logs/<name>.log`, and on Linux with
-`PR_SET_PDEATHSIG(SIGTERM)` so it dies when the supervisor is killed outright.
+with stdout and stderr appended to `<data_dir>/logs/<name>.log`, and on Linux with a
+parent-death signal (SIGTERM) so it dies when the supervisor is killed outright.
 """
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
 import os
 import shlex
+import shutil
 import signal
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 from mesh.harness.ports import PortInUse, port_is_free
 
@@ -32,7 +30,6 @@ logger = logging.getLogger("mesh.harness")
 STOP_TIMEOUT: Final = 5.0  # seconds between the graceful signal and SIGKILL
 PROBE_TIMEOUT: Final = 2.0  # one readiness attempt
 PROBE_INTERVAL: Final = 0.1
-_PR_SET_PDEATHSIG: Final = 1
 
 
 class BackingStartError(Exception):
@@ -69,41 +66,24 @@ def tail(path: Path, lines: int = 15) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-lines:]
 
 
-@functools.cache
-def _prctl() -> Any:
-    """libc's prctl, resolved in the parent so the forked child only calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+def child_argv(argv: Sequence[str], run_as: RunAs | None = None) -> list[str]:
+    """`argv` wrapped so the kernel sends SIGTERM when this process dies, and (as root) so
+    it runs as `run_as`.
 
-
-def _preexec(run_as: RunAs | None) -> Callable[[], None] | None:
-    """The function run in the child between fork and exec.
-
-    It drops to `run_as` (done here rather than with `user=` so it also works under uvloop,
-    whose subprocess support has no `user`/`group` arguments), then asks the kernel to send
-    SIGTERM when the parent dies; the credential change comes first because it would clear
-    the parent-death signal.
+    util-linux's `setpriv` does both between fork and exec, outside Python: a Python
+    `preexec_fn` is unsafe in a process with threads (gRPC's, the driver pools'), where a
+    forked child can deadlock before it execs. Where `setpriv` is missing (not Linux) the
+    child simply has no parent-death signal.
     """
-    prctl = _prctl()
-    if run_as is None and prctl is None:
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
         if run_as is not None:
-            os.setgroups([run_as.gid])
-            os.setgid(run_as.gid)
-            os.setuid(run_as.uid)
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-            if os.getppid() != parent:  # the parent died before prctl took effect
-                os.kill(os.getpid(), signal.SIGTERM)
-
-    return preexec
+            raise RuntimeError("running a child as another user needs setpriv (util-linux)")
+        return list(argv)
+    prefix = [setpriv]
+    if run_as is not None:
+        prefix += ["--reuid", str(run_as.uid), "--regid", str(run_as.gid), "--clear-groups"]
+    return [*prefix, "--pdeathsig", "TERM", "--", *argv]
 
 
 async def spawn(
@@ -121,14 +101,13 @@ async def spawn(
         log.write(f"--- {stamp} mesh.harness: {shlex.join(argv)}\n".encode())
         log.flush()
         return await asyncio.create_subprocess_exec(
-            *argv,
+            *child_argv(argv, run_as),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
             cwd=cwd,
             env=env,
             start_new_session=True,
-            preexec_fn=_preexec(run_as),
         )
 
 
