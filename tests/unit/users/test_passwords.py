@@ -68,3 +68,21 @@ async def test_hashing_runs_off_the_event_loop(passwords: Passwords) -> None:
         task.cancel()
     assert threading.get_ident() == loop_thread
     assert ticks >= 10  # the loop kept running while four hashes were computed
+
+
+async def test_hashing_threads_run_below_the_event_loop() -> None:
+    import os
+    import threading
+
+    from services.users.passwords import HASHING_NICENESS, Passwords
+
+    passwords = Passwords(memory_kib=19 * 1024, time_cost=2, threads=1)
+    try:
+        loop = asyncio.get_running_loop()
+        niceness = await loop.run_in_executor(
+            passwords._pool,
+            lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()),
+        )
+    finally:
+        passwords.close()
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + HASHING_NICENESS)
