@@ -38,6 +38,7 @@ protos-check: $(STAMP)
 ## bench: run the benchmark scenarios (see bench/README.md)
 bench: $(STAMP)
 	$(BIN)/python -m bench.startup --runs 3
+	$(BIN)/python -m bench.auth --seconds 10
 
 ## validate: deployment and contract validations
 validate: $(STAMP) protos-check
