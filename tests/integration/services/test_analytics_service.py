@@ -20,7 +20,7 @@ from protos.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.server import serve
 from services.analytics.settings import AnalyticsSettings
 from tests.integration.services.conftest import RunningService, run_service
-from tests.integration.services.users_support import new_key, running_users, users_settings
+from tests.integration.services.users.support import new_key, running_users, users_settings
 
 
 def event(**fields: Any) -> analytics_pb2.Event:

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -20,7 +20,7 @@ from mesh.backing_settings import StoreUrls
 from protos.users.v1 import users_pb2, users_pb2_grpc
 from services.users.admin import grant_admin
 from tests.integration.services.conftest import RunningService
-from tests.integration.services.users_support import (
+from tests.integration.services.users.support import (
     bearer,
     claims,
     clear_redis,
@@ -34,24 +34,6 @@ from tests.integration.services.users_support import (
 )
 
 Stub = users_pb2_grpc.UsersServiceStub
-
-
-@pytest.fixture
-def key() -> SigningKey:
-    return new_key()
-
-
-@pytest.fixture
-async def users(stores: StoreUrls, key: SigningKey) -> AsyncIterator[RunningService]:
-    async with running_users(users_settings(stores, [key])) as running:
-        yield running
-    await clear_redis(stores)
-
-
-@pytest.fixture
-async def stub(users: RunningService) -> AsyncIterator[Stub]:
-    async with users_stub(users.address) as stub:
-        yield stub
 
 
 def b64(data: bytes) -> str:

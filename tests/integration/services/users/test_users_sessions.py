@@ -7,7 +7,6 @@ import hashlib
 import statistics
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import grpc
@@ -23,7 +22,7 @@ from protos.users.v1 import users_pb2, users_pb2_grpc
 from services.users.admin import grant_admin
 from services.users.throttle import RedisLoginThrottle
 from tests.integration.services.conftest import RunningService
-from tests.integration.services.users_support import (
+from tests.integration.services.users.support import (
     AUDIENCE,
     ISSUER,
     PASSWORD,
@@ -40,24 +39,6 @@ from tests.integration.services.users_support import (
 )
 
 Stub = users_pb2_grpc.UsersServiceStub
-
-
-@pytest.fixture
-def key() -> SigningKey:
-    return new_key()
-
-
-@pytest.fixture
-async def users(stores: StoreUrls, key: SigningKey) -> AsyncIterator[RunningService]:
-    async with running_users(users_settings(stores, [key])) as running:
-        yield running
-    await clear_redis(stores)
-
-
-@pytest.fixture
-async def stub(users: RunningService) -> AsyncIterator[Stub]:
-    async with users_stub(users.address) as stub:
-        yield stub
 
 
 async def refresh(stub: Stub, token: str) -> users_pb2.TokenPair:

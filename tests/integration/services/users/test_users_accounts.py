@@ -6,7 +6,6 @@ import asyncio
 import base64
 import io
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -17,7 +16,7 @@ from protos.users.v1 import users_pb2, users_pb2_grpc
 from services.users.admin import grant_admin, grant_admin_command
 from services.users.settings import UsersSettings
 from tests.integration.services.conftest import RunningService
-from tests.integration.services.users_support import (
+from tests.integration.services.users.support import (
     bearer,
     clear_redis,
     fields_of,
@@ -31,19 +30,6 @@ from tests.integration.services.users_support import (
 )
 
 Stub = users_pb2_grpc.UsersServiceStub
-
-
-@pytest.fixture
-async def users(stores: StoreUrls) -> AsyncIterator[RunningService]:
-    async with running_users(users_settings(stores)) as running:
-        yield running
-    await clear_redis(stores)
-
-
-@pytest.fixture
-async def stub(users: RunningService) -> AsyncIterator[Stub]:
-    async with users_stub(users.address) as stub:
-        yield stub
 
 
 @pytest.fixture

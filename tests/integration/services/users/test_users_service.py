@@ -9,23 +9,12 @@ import asyncpg
 import grpc
 import pytest
 
-from mesh.backing_settings import StoreUrls
 from mesh.errors import details_from_trailers
 from protos.users.v1 import users_pb2, users_pb2_grpc
 from tests.integration.services.conftest import RunningService
-from tests.integration.services.users_support import (
+from tests.integration.services.users.support import (
     PASSWORD,
-    clear_redis,
-    running_users,
-    users_settings,
 )
-
-
-@pytest.fixture
-async def users(stores: StoreUrls) -> AsyncIterator[RunningService]:
-    async with running_users(users_settings(stores)) as running:
-        yield running
-    await clear_redis(stores)
 
 
 @pytest.fixture
