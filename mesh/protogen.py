@@ -41,8 +41,8 @@ def generate(out_dir: Path) -> None:
         f"--plugin=protoc-gen-mypy_grpc={plugin_dir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={out_dir}",
         f"--grpc_python_out={out_dir}",
-        f"--mypy_out={out_dir}",
-        f"--mypy_grpc_out={out_dir}",
+        f"--mypy_out=quiet:{out_dir}",
+        f"--mypy_grpc_out=quiet:{out_dir}",
         *(str(p.relative_to(ROOT)) for p in proto_files()),
     ]
     if protoc.main(args) != 0:
