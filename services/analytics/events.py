@@ -18,7 +18,7 @@ from typing import Any, Final
 MAX_EVENT_BYTES: Final = 32 * 1024
 MAX_PROPERTIES: Final = 50
 MAX_FUTURE: Final = timedelta(hours=1)
-_TYPE: Final = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+TYPE_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
 
 
 class EventRejected(ValueError):
@@ -48,7 +48,8 @@ def parse_rfc3339(value: str, field: str) -> datetime:
     return parsed
 
 
-def _check_keys(value: Any, depth: int = 0) -> None:
+def check_property_keys(value: Any, depth: int = 0) -> None:
+    """No key at any depth may start with "$" or contain "." (or NUL); at most 16 levels."""
     if depth > 16:
         raise EventRejected("properties nest deeper than 16 levels")
     if isinstance(value, dict):
@@ -57,10 +58,10 @@ def _check_keys(value: Any, depth: int = 0) -> None:
                 raise EventRejected(
                     f"property key {key[:40]!r} must not start with '$' or contain '.'"
                 )
-            _check_keys(item, depth + 1)
+            check_property_keys(item, depth + 1)
     elif isinstance(value, list):
         for item in value:
-            _check_keys(item, depth + 1)
+            check_property_keys(item, depth + 1)
 
 
 def validate_event(
@@ -80,7 +81,7 @@ def validate_event(
         canonical_id = str(uuid.UUID(event_id))
     except ValueError:
         raise EventRejected("eventId must be a UUID") from None
-    if not _TYPE.match(type_):
+    if not TYPE_PATTERN.fullmatch(type_):
         raise EventRejected("type must match ^[a-z][a-z0-9_.]{0,63}$")
     client_time = parse_rfc3339(timestamp, "timestamp")
     sent = parse_rfc3339(sent_at, "sentAt") if sent_at else None
@@ -90,7 +91,7 @@ def validate_event(
         raise EventRejected("properties must be a JSON object")
     if len(properties) > MAX_PROPERTIES:
         raise EventRejected(f"properties has {len(properties)} keys, over {MAX_PROPERTIES}")
-    _check_keys(properties)
+    check_property_keys(properties)
     stored = received_at - (sent - client_time) if sent is not None else client_time
     stored = min(stored, received_at + MAX_FUTURE)
     return ValidEvent(

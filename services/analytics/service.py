@@ -1,4 +1,4 @@
-"""The analytics domain: batch ingestion with per-event validation."""
+"""The analytics domain: batch ingestion with per-event validation, and the admin queries."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from mesh.errors import FieldError, invalid
 from services.analytics.events import EventRejected, ValidEvent, validate_event
+from services.analytics.queries import FunnelQuery, SeriesQuery, TopQuery
 from services.analytics.store import EventStore
 
 MAX_BATCH: Final = 500
@@ -31,6 +32,25 @@ class IngestResult:
     accepted: int
     duplicates: int
     rejected: list[tuple[int, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """(bucket start, value) for every bucket of the range, in order."""
+
+    buckets: list[tuple[datetime, int]]
+
+    @property
+    def total(self) -> int:
+        return sum(value for _, value in self.buckets)
+
+
+def _zero_filled(query: SeriesQuery, by_key: dict[str, int]) -> Series:
+    values = dict.fromkeys(query.bucketing.labels(), 0)
+    for key, value in by_key.items():
+        label = query.bucketing.label(key)
+        values[label] = values.get(label, 0) + value
+    return Series(sorted(values.items()))
 
 
 class AnalyticsService:
@@ -69,3 +89,20 @@ class AnalyticsService:
                 rejected.append((index, str(exc)))
         outcome = await self._store.insert(valid, user_id, received_at)
         return IngestResult(outcome.inserted, outcome.duplicates, rejected)
+
+    async def counts(self, query: SeriesQuery) -> Series:
+        return _zero_filled(query, await self._store.counts(query.range, query.bucketing))
+
+    async def uniques(self, query: SeriesQuery) -> Series:
+        return _zero_filled(query, await self._store.uniques(query.range, query.bucketing))
+
+    async def top(self, query: TopQuery) -> list[tuple[Any, int]]:
+        return await self._store.top(query)
+
+    async def funnel(self, query: FunnelQuery) -> list[tuple[str, int]]:
+        """(step type, users who reached it) for every step."""
+        reached = await self._store.funnel(query)
+        return [
+            (step, sum(users for count, users in reached.items() if count > index))
+            for index, step in enumerate(query.steps)
+        ]

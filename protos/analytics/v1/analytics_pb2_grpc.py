@@ -39,6 +39,26 @@ class AnalyticsServiceStub:
                 request_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsRequest.SerializeToString,
                 response_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsResponse.FromString,
                 _registered_method=True)
+        self.CountEvents = channel.unary_unary(
+                '/analytics.v1.AnalyticsService/CountEvents',
+                request_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsRequest.SerializeToString,
+                response_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsResponse.FromString,
+                _registered_method=True)
+        self.TopValues = channel.unary_unary(
+                '/analytics.v1.AnalyticsService/TopValues',
+                request_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesRequest.SerializeToString,
+                response_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesResponse.FromString,
+                _registered_method=True)
+        self.CountUniques = channel.unary_unary(
+                '/analytics.v1.AnalyticsService/CountUniques',
+                request_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesRequest.SerializeToString,
+                response_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesResponse.FromString,
+                _registered_method=True)
+        self.Funnel = channel.unary_unary(
+                '/analytics.v1.AnalyticsService/Funnel',
+                request_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelRequest.SerializeToString,
+                response_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyticsServiceServicer:
@@ -52,6 +72,35 @@ class AnalyticsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountEvents(self, request, context):
+        """How many events of a type happened in each interval of [from, to), zero-filled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TopValues(self, request, context):
+        """The most frequent values of one property among the events of a type in [from, to).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CountUniques(self, request, context):
+        """How many distinct users sent an event of a type in each interval of [from, to).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Funnel(self, request, context):
+        """How many users reached each step of a funnel, in order, within `within` of their first
+        step; only events in [from, to) count.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyticsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +108,26 @@ def add_AnalyticsServiceServicer_to_server(servicer, server):
                     servicer.IngestEvents,
                     request_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsRequest.FromString,
                     response_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsResponse.SerializeToString,
+            ),
+            'CountEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountEvents,
+                    request_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsRequest.FromString,
+                    response_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsResponse.SerializeToString,
+            ),
+            'TopValues': grpc.unary_unary_rpc_method_handler(
+                    servicer.TopValues,
+                    request_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesRequest.FromString,
+                    response_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesResponse.SerializeToString,
+            ),
+            'CountUniques': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountUniques,
+                    request_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesRequest.FromString,
+                    response_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesResponse.SerializeToString,
+            ),
+            'Funnel': grpc.unary_unary_rpc_method_handler(
+                    servicer.Funnel,
+                    request_deserializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelRequest.FromString,
+                    response_serializer=protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +157,114 @@ class AnalyticsService:
             '/analytics.v1.AnalyticsService/IngestEvents',
             protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsRequest.SerializeToString,
             protos_dot_analytics_dot_v1_dot_analytics__pb2.IngestEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/analytics.v1.AnalyticsService/CountEvents',
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsRequest.SerializeToString,
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.CountEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TopValues(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/analytics.v1.AnalyticsService/TopValues',
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesRequest.SerializeToString,
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.TopValuesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountUniques(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/analytics.v1.AnalyticsService/CountUniques',
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesRequest.SerializeToString,
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.CountUniquesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Funnel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/analytics.v1.AnalyticsService/Funnel',
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelRequest.SerializeToString,
+            protos_dot_analytics_dot_v1_dot_analytics__pb2.FunnelResponse.FromString,
             options,
             channel_credentials,
             insecure,
