@@ -7,6 +7,7 @@ import grpc.aio
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from gateway import conditional
 from gateway.body import NO_BODY, read_json_body
 from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY
 from gateway.routing import Route
@@ -41,16 +42,19 @@ def unary_handler(route: Route) -> Handler:
         )
         if authorization:  # the service verifies it again: it never trusts the gateway's word
             metadata += ((AUTHORIZATION_METADATA, authorization),)
+        metadata += conditional.forwarded_metadata(request)  # If-Match on writes
         call = request.app[UPSTREAMS_KEY].unary(route)
         try:
-            response = await call(
-                message, timeout=settings.upstream_timeout_seconds, metadata=metadata
+            pending = call(message, timeout=settings.upstream_timeout_seconds, metadata=metadata)
+            response = await pending
+            etag = conditional.response_etag(
+                await pending.initial_metadata(), await pending.trailing_metadata()
             )
         except grpc.aio.AioRpcError as error:
             raise problem_from_rpc_error(error, upstream=route.upstream) from None
-        return web.Response(
-            body=transcoder.response_json(response), content_type="application/json"
-        )
+        if conditional.not_modified(request, etag):  # If-None-Match matched: 304, no body
+            return conditional.not_modified_response(etag)
+        return conditional.json_response(transcoder.response_json(response), etag)
 
     handle.__name__ = handle.__qualname__ = route.operation_id
     return handle

@@ -17,7 +17,12 @@ Install (with `mesh.request_id`, which must be outermost so the id is known here
     app = web.Application(middlewares=[request_id_middleware, problem_middleware])
     app.on_response_prepare.append(echo_request_id)
 
-gRPC status codes map to HTTP by the google.rpc.Code table (`GRPC_TO_HTTP`).
+gRPC status codes map to HTTP by the google.rpc.Code table (`GRPC_TO_HTTP`). The two
+statuses that table cannot express travel as a google.rpc.ErrorInfo reason
+(`HTTP_STATUS_BY_REASON`): PRECONDITION_FAILED is 412 and IDEMPOTENCY_KEY_REUSED is 422, both
+on a FAILED_PRECONDITION status. An ErrorInfo also shows in the problem as ``reason`` plus its
+metadata as extension members (a value that reads as a JSON number or boolean becomes one),
+e.g. ``{"status": 409, "reason": "INSUFFICIENT_STOCK", "availableStock": 3, ...}``.
 """
 
 from __future__ import annotations
@@ -64,6 +69,14 @@ GRPC_TO_HTTP: Final[Mapping[grpc.StatusCode, int]] = MappingProxyType(
     }
 )
 
+# ErrorInfo reasons that stand for an HTTP status, and the only code each may come with.
+HTTP_STATUS_BY_REASON: Final[Mapping[str, tuple[grpc.StatusCode, int]]] = MappingProxyType(
+    {
+        "PRECONDITION_FAILED": (grpc.StatusCode.FAILED_PRECONDITION, 412),
+        "IDEMPOTENCY_KEY_REUSED": (grpc.StatusCode.FAILED_PRECONDITION, 422),
+    }
+)
+
 # Codes whose upstream message may carry internals (exception text, addresses): replaced.
 _OPAQUE_CODES: Final = frozenset(
     {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.DATA_LOSS}
@@ -81,8 +94,32 @@ def status_title(status: int) -> str:
         return _EXTRA_PHRASES.get(status, "Error")
 
 
-def http_status_for(code: grpc.StatusCode) -> int:
+def http_status_for(code: grpc.StatusCode, reason: str = "") -> int:
+    """The HTTP status for a gRPC code and, when there was one, its ErrorInfo reason."""
+    special = HTTP_STATUS_BY_REASON.get(reason)
+    if special is not None and special[0] is code:
+        return special[1]
     return GRPC_TO_HTTP.get(code, 500)
+
+
+def error_info_extensions(reason: str, metadata: Mapping[str, str]) -> dict[str, object]:
+    """Problem members for an ErrorInfo: ``reason``, then each metadata entry."""
+    if not reason:
+        return {}
+    extensions: dict[str, object] = {"reason": reason}
+    for key, value in metadata.items():
+        extensions[key] = _metadata_value(value)
+    return extensions
+
+
+def _metadata_value(value: str) -> object:
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    if isinstance(parsed, bool | int | float):
+        return parsed
+    return value
 
 
 class ProblemError(Exception):
@@ -155,18 +192,21 @@ def problem_from_rpc_error(error: grpc.RpcError, *, upstream: str) -> ProblemErr
     """The HTTP problem for a failed gRPC call to `upstream`, by the google.rpc.Code table.
 
     The service's message becomes the detail and its BadRequest field violations the
-    ``errors``; a RetryInfo becomes ``Retry-After``. For codes that signal a server-side
-    fault (UNKNOWN, INTERNAL, DATA_LOSS) and for transport failures (UNAVAILABLE,
+    ``errors``; a RetryInfo becomes ``Retry-After``; an ErrorInfo may pick the status (see
+    `HTTP_STATUS_BY_REASON`) and adds ``reason`` and its metadata. For codes that signal a
+    server-side fault (UNKNOWN, INTERNAL, DATA_LOSS) and for transport failures (UNAVAILABLE,
     DEADLINE_EXCEEDED) the detail is the gateway's own words, naming the upstream, so that
     no exception text or internal address leaks to clients.
     """
     code = error.code()
-    status = http_status_for(code)
     # grpc.aio gives (key, value) tuples here, whatever the stubs say.
     trailers = cast(Iterable[tuple[str, str | bytes]], error.trailing_metadata() or ())
     details = details_from_trailers(tuple(trailers))
+    status = http_status_for(code, details.reason)
     headers: dict[str, str] = {}
     extensions: dict[str, object] = {}
+    if code not in _OPAQUE_CODES:
+        extensions.update(error_info_extensions(details.reason, details.metadata))
     if code is grpc.StatusCode.UNAVAILABLE:
         detail = f"The upstream service '{upstream}' is unavailable."
         extensions["upstream"] = upstream
@@ -187,7 +227,11 @@ def problem_from_service_error(error: ServiceError) -> ProblemError:
     """The HTTP problem for a domain error raised in this process (e.g. by access checks)."""
     headers = _status_headers(error.code, error.retry_after_seconds)
     return ProblemError(
-        http_status_for(error.code), error.detail, errors=tuple(error.field_errors), headers=headers
+        http_status_for(error.code, error.reason),
+        error.detail,
+        errors=tuple(error.field_errors),
+        headers=headers,
+        extensions=error_info_extensions(error.reason, error.metadata),
     )
 
 

@@ -29,12 +29,27 @@ def _unreachable(variable: str, url: str, exc: BaseException) -> StartupError:
 
 @asynccontextmanager
 async def postgres_pool(
-    dsn: str, variable: str, *, min_size: int = 2, max_size: int = 10
+    dsn: str,
+    variable: str,
+    *,
+    min_size: int = 2,
+    max_size: int = 10,
+    reset_on_release: bool = True,
 ) -> AsyncIterator[asyncpg.Pool]:
+    """A pool of `min_size` to `max_size` connections.
+
+    `reset_on_release=False` skips asyncpg's reset query (RESET ALL, UNLISTEN, advisory
+    unlock...) when a connection goes back to the pool: one round trip less per use, for
+    code that leaves no session state behind (an open transaction is still rolled back).
+    """
     try:
         pool = await asyncio.wait_for(
             asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, timeout=CONNECT_TIMEOUT_SECONDS
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                timeout=CONNECT_TIMEOUT_SECONDS,
+                reset=None if reset_on_release else _keep_session,
             ),
             CONNECT_TIMEOUT_SECONDS * 2,
         )
@@ -44,6 +59,10 @@ async def postgres_pool(
         yield pool
     finally:
         await pool.close()
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """A pool reset that keeps the session as it is (asyncpg still ends a transaction)."""
 
 
 @asynccontextmanager

@@ -24,12 +24,13 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/catalog/v1/catalog.proto\x12\ncatalog.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bprotos/mesh/v1/access.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xc3\x02\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x13\n\x0bprice_cents\x18\x05 \x01(\x05\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05stock\x18\t \x01(\x05\x12\x15\n\x07version\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32x\n\x0e\x43\x61talogService\x12\x66\n\nGetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x13.catalog.v1.Product\"$\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/products/{id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/catalog/v1/catalog.proto\x12\ncatalog.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bprotos/mesh/v1/access.proto\"%\n\x11GetProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xe1\x02\n\x07Product\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x11\n\x03sku\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x19\n\x0bprice_cents\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63urrency\x18\x06 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08\x63\x61tegory\x18\x07 \x01(\tB\x04\xe2\x41\x01\x02\x12+\n\nattributes\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\r\n\x05stock\x18\t \x01(\x05\x12\x15\n\x07version\x18\n \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\x86\x02\n\x13ListProductsRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\t\n\x01q\x18\x02 \x01(\t\x12\x1c\n\x0fmin_price_cents\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x1c\n\x0fmax_price_cents\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x15\n\x08in_stock\x18\x05 \x01(\x08H\x02\x88\x01\x01\x12\x10\n\x08order_by\x18\x06 \x01(\t\x12\x16\n\tpage_size\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x12\n\npage_token\x18\x08 \x01(\tB\x12\n\x10_min_price_centsB\x12\n\x10_max_price_centsB\x0b\n\t_in_stockB\x0c\n\n_page_size\"V\n\x14ListProductsResponse\x12%\n\x08products\x18\x01 \x03(\x0b\x32\x13.catalog.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x14\x43reateProductRequest\x12*\n\x07product\x18\x01 \x01(\x0b\x32\x13.catalog.v1.ProductB\x04\xe2\x41\x01\x02\"\xe7\x02\n\x14UpdateProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x07version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x10\n\x03sku\x18\x03 \x01(\tH\x01\x88\x01\x01\x12\x11\n\x04name\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0b\x64\x65scription\x18\x05 \x01(\tH\x03\x88\x01\x01\x12\x18\n\x0bprice_cents\x18\x06 \x01(\x05H\x04\x88\x01\x01\x12\x15\n\x08\x63urrency\x18\x07 \x01(\tH\x05\x88\x01\x01\x12\x15\n\x08\x63\x61tegory\x18\x08 \x01(\tH\x06\x88\x01\x01\x12+\n\nattributes\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\x05stock\x18\n \x01(\x05H\x07\x88\x01\x01\x42\n\n\x08_versionB\x06\n\x04_skuB\x07\n\x05_nameB\x0e\n\x0c_descriptionB\x0e\n\x0c_price_centsB\x0b\n\t_currencyB\x0b\n\t_categoryB\x08\n\x06_stock\"J\n\x14\x44\x65leteProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x07version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_version\"\x17\n\x15ListCategoriesRequest\"/\n\x08\x43\x61tegory\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rproduct_count\x18\x02 \x01(\x05\"B\n\x16ListCategoriesResponse\x12(\n\ncategories\x18\x01 \x03(\x0b\x32\x14.catalog.v1.Category\"`\n\x15ReserveProductRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\x08quantity\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"-\n\x19ReleaseReservationRequest\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd5\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x10\n\x08quantity\x18\x03 \x01(\x05\x12\x17\n\x0fremaining_stock\x18\x04 \x01(\x05\x12\x0e\n\x06status\x18\x05 \x01(\t\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0breleased_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xbe\x07\n\x0e\x43\x61talogService\x12r\n\x0cListProducts\x12\x1f.catalog.v1.ListProductsRequest\x1a .catalog.v1.ListProductsResponse\"\x1f\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/products\x12\x66\n\nGetProduct\x12\x1d.catalog.v1.GetProductRequest\x1a\x13.catalog.v1.Product\"$\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/products/{id}\x12m\n\rCreateProduct\x12 .catalog.v1.CreateProductRequest\x1a\x13.catalog.v1.Product\"%\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1b\"\x10/api/v1/products:\x07product\x12l\n\rUpdateProduct\x12 .catalog.v1.UpdateProductRequest\x1a\x13.catalog.v1.Product\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x32\x15/api/v1/products/{id}:\x01*\x12o\n\rDeleteProduct\x12 .catalog.v1.DeleteProductRequest\x1a\x16.google.protobuf.Empty\"$\x90\x02\x02\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17*\x15/api/v1/products/{id}\x12z\n\x0eListCategories\x12!.catalog.v1.ListCategoriesRequest\x1a\".catalog.v1.ListCategoriesResponse\"!\x90\x02\x01\xc8\xf3\x18\x01\x82\xd3\xe4\x93\x02\x14\x12\x12/api/v1/categories\x12z\n\x0eReserveProduct\x12!.catalog.v1.ReserveProductRequest\x1a\x17.catalog.v1.Reservation\",\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02\"\"\x1d/api/v1/products/{id}:reserve:\x01*\x12\x89\x01\n\x12ReleaseReservation\x12%.catalog.v1.ReleaseReservationRequest\x1a\x17.catalog.v1.Reservation\"3\x90\x02\x02\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02&\"!/api/v1/reservations/{id}:release:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,18 +41,78 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
   _globals['_PRODUCT'].fields_by_name['id']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_PRODUCT'].fields_by_name['sku']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['sku']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['name']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['price_cents']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['price_cents']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['currency']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['currency']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCT'].fields_by_name['category']._loaded_options = None
+  _globals['_PRODUCT'].fields_by_name['category']._serialized_options = b'\342A\001\002'
   _globals['_PRODUCT'].fields_by_name['version']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['version']._serialized_options = b'\342A\001\003'
   _globals['_PRODUCT'].fields_by_name['created_at']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_PRODUCT'].fields_by_name['updated_at']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['updated_at']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._loaded_options = None
+  _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_DELETEPRODUCTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_DELETEPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['quantity']._loaded_options = None
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['quantity']._serialized_options = b'\342A\001\002'
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_RESERVEPRODUCTREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
+  _globals['_RELEASERESERVATIONREQUEST'].fields_by_name['id']._loaded_options = None
+  _globals['_RELEASERESERVATIONREQUEST'].fields_by_name['id']._serialized_options = b'\342A\001\002'
+  _globals['_CATALOGSERVICE'].methods_by_name['ListProducts']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\220\002\001\310\363\030\001\202\323\344\223\002\022\022\020/api/v1/products'
   _globals['_CATALOGSERVICE'].methods_by_name['GetProduct']._loaded_options = None
   _globals['_CATALOGSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001\310\363\030\001\202\323\344\223\002\027\022\025/api/v1/products/{id}'
-  _globals['_GETPRODUCTREQUEST']._serialized_start=202
-  _globals['_GETPRODUCTREQUEST']._serialized_end=239
-  _globals['_PRODUCT']._serialized_start=242
-  _globals['_PRODUCT']._serialized_end=565
-  _globals['_CATALOGSERVICE']._serialized_start=567
-  _globals['_CATALOGSERVICE']._serialized_end=687
+  _globals['_CATALOGSERVICE'].methods_by_name['CreateProduct']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['CreateProduct']._serialized_options = b'\310\363\030\003\202\323\344\223\002\033\"\020/api/v1/products:\007product'
+  _globals['_CATALOGSERVICE'].methods_by_name['UpdateProduct']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['UpdateProduct']._serialized_options = b'\310\363\030\003\202\323\344\223\002\0322\025/api/v1/products/{id}:\001*'
+  _globals['_CATALOGSERVICE'].methods_by_name['DeleteProduct']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['DeleteProduct']._serialized_options = b'\220\002\002\310\363\030\003\202\323\344\223\002\027*\025/api/v1/products/{id}'
+  _globals['_CATALOGSERVICE'].methods_by_name['ListCategories']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ListCategories']._serialized_options = b'\220\002\001\310\363\030\001\202\323\344\223\002\024\022\022/api/v1/categories'
+  _globals['_CATALOGSERVICE'].methods_by_name['ReserveProduct']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ReserveProduct']._serialized_options = b'\310\363\030\002\202\323\344\223\002\"\"\035/api/v1/products/{id}:reserve:\001*'
+  _globals['_CATALOGSERVICE'].methods_by_name['ReleaseReservation']._loaded_options = None
+  _globals['_CATALOGSERVICE'].methods_by_name['ReleaseReservation']._serialized_options = b'\220\002\002\310\363\030\002\202\323\344\223\002&\"!/api/v1/reservations/{id}:release:\001*'
+  _globals['_GETPRODUCTREQUEST']._serialized_start=231
+  _globals['_GETPRODUCTREQUEST']._serialized_end=268
+  _globals['_PRODUCT']._serialized_start=271
+  _globals['_PRODUCT']._serialized_end=624
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=627
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=889
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=891
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=977
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=979
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=1045
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1048
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1407
+  _globals['_DELETEPRODUCTREQUEST']._serialized_start=1409
+  _globals['_DELETEPRODUCTREQUEST']._serialized_end=1483
+  _globals['_LISTCATEGORIESREQUEST']._serialized_start=1485
+  _globals['_LISTCATEGORIESREQUEST']._serialized_end=1508
+  _globals['_CATEGORY']._serialized_start=1510
+  _globals['_CATEGORY']._serialized_end=1557
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_start=1559
+  _globals['_LISTCATEGORIESRESPONSE']._serialized_end=1625
+  _globals['_RESERVEPRODUCTREQUEST']._serialized_start=1627
+  _globals['_RESERVEPRODUCTREQUEST']._serialized_end=1723
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1725
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1770
+  _globals['_RESERVATION']._serialized_start=1773
+  _globals['_RESERVATION']._serialized_end=1986
+  _globals['_CATALOGSERVICE']._serialized_start=1989
+  _globals['_CATALOGSERVICE']._serialized_end=2947
 # @@protoc_insertion_point(module_scope)

@@ -3,12 +3,23 @@
 isort:skip_file
 Products, categories and inventory. The catalog service owns the PostgreSQL database
 "catalog" and caches reads in Redis.
+
+Errors beyond the google.rpc.Code table carry a google.rpc.ErrorInfo (domain "mesh"):
+reason PRECONDITION_FAILED (HTTP 412) when If-Match or `version` is stale,
+IDEMPOTENCY_KEY_REUSED (HTTP 422) when a reservation key comes back with another body,
+INSUFFICIENT_STOCK (ABORTED, HTTP 409) with metadata `availableStock`.
+
+Conditional requests: GetProduct, CreateProduct and UpdateProduct send the product's
+entity tag in the trailing metadata `etag` (the gateway's ETag header); UpdateProduct and
+DeleteProduct honour an `if-match` request metadata (the gateway forwards If-Match).
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -57,17 +68,25 @@ class Product(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     sku: _builtins.str
+    """Unique among live products; at most 64 characters."""
     name: _builtins.str
+    """At most 200 characters."""
     description: _builtins.str
+    """At most 5,000 characters."""
     price_cents: _builtins.int
-    """In the smallest unit of the currency; int32 so JSON clients get a number."""
+    """In the smallest unit of the currency, > 0; int32 so JSON clients get a number."""
     currency: _builtins.str
     """ISO 4217 code, e.g. "EUR"."""
     category: _builtins.str
+    """At most 64 characters."""
     stock: _builtins.int
+    """Units available, >= 0."""
     version: _builtins.int
+    """Grows by one with every change, stock changes included; the ETag is "v<version>"."""
     @_builtins.property
-    def attributes(self) -> _struct_pb2.Struct: ...
+    def attributes(self) -> _struct_pb2.Struct:
+        """Any JSON object (at most 16 KiB as JSON)."""
+
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -95,3 +114,369 @@ class Product(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Product: _TypeAlias = Product  # noqa: Y015
+
+@_typing.final
+class ListProductsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    Q_FIELD_NUMBER: _builtins.int
+    MIN_PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    MAX_PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    IN_STOCK_FIELD_NUMBER: _builtins.int
+    ORDER_BY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """Only products of this category (exact match)."""
+    q: _builtins.str
+    """Full-text search over name, category and description, with typo-tolerant prefix
+    matching on names; at most 200 characters.
+    """
+    min_price_cents: _builtins.int
+    max_price_cents: _builtins.int
+    in_stock: _builtins.bool
+    """true: only products in stock; false: only products out of stock; unset: both."""
+    order_by: _builtins.str
+    """"relevance" (the default when `q` is set; needs `q`), "price", "-price", "createdAt",
+    "-createdAt" (the default without `q`).
+    """
+    page_size: _builtins.int
+    """1 to 100; 20 when unset."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, with the same filters and order."""
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        q: _builtins.str = ...,
+        min_price_cents: _builtins.int | None = ...,
+        max_price_cents: _builtins.int | None = ...,
+        in_stock: _builtins.bool | None = ...,
+        order_by: _builtins.str = ...,
+        page_size: _builtins.int | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_in_stock", b"_in_stock", "_max_price_cents", b"_max_price_cents", "_min_price_cents", b"_min_price_cents", "_page_size", b"_page_size", "in_stock", b"in_stock", "max_price_cents", b"max_price_cents", "min_price_cents", b"min_price_cents", "page_size", b"page_size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_in_stock", b"_in_stock", "_max_price_cents", b"_max_price_cents", "_min_price_cents", b"_min_price_cents", "_page_size", b"_page_size", "category", b"category", "in_stock", b"in_stock", "max_price_cents", b"max_price_cents", "min_price_cents", b"min_price_cents", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "q", b"q"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__in_stock: _TypeAlias = _typing.Literal["in_stock"]  # noqa: Y015
+    _WhichOneofArgType__in_stock: _TypeAlias = _typing.Literal["_in_stock", b"_in_stock"]  # noqa: Y015
+    _WhichOneofReturnType__max_price_cents: _TypeAlias = _typing.Literal["max_price_cents"]  # noqa: Y015
+    _WhichOneofArgType__max_price_cents: _TypeAlias = _typing.Literal["_max_price_cents", b"_max_price_cents"]  # noqa: Y015
+    _WhichOneofReturnType__min_price_cents: _TypeAlias = _typing.Literal["min_price_cents"]  # noqa: Y015
+    _WhichOneofArgType__min_price_cents: _TypeAlias = _typing.Literal["_min_price_cents", b"_min_price_cents"]  # noqa: Y015
+    _WhichOneofReturnType__page_size: _TypeAlias = _typing.Literal["page_size"]  # noqa: Y015
+    _WhichOneofArgType__page_size: _TypeAlias = _typing.Literal["_page_size", b"_page_size"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__in_stock) -> _WhichOneofReturnType__in_stock | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_price_cents) -> _WhichOneofReturnType__max_price_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__min_price_cents) -> _WhichOneofReturnType__min_price_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__page_size) -> _WhichOneofReturnType__page_size | None: ...
+
+Global___ListProductsRequest: _TypeAlias = ListProductsRequest  # noqa: Y015
+
+@_typing.final
+class ListProductsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def products(self) -> _containers.RepeatedCompositeFieldContainer[Global___Product]: ...
+    def __init__(
+        self,
+        *,
+        products: _abc.Iterable[Global___Product] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "products", b"products"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProductsResponse: _TypeAlias = ListProductsResponse  # noqa: Y015
+
+@_typing.final
+class CreateProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def product(self) -> Global___Product: ...
+    def __init__(
+        self,
+        *,
+        product: Global___Product | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["product", b"product"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateProductRequest: _TypeAlias = CreateProductRequest  # noqa: Y015
+
+@_typing.final
+class UpdateProductRequest(_message.Message):
+    """A field present in the request is changed; an absent one is kept. `attributes`, when
+    present, replaces the whole object.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    SKU_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PRICE_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    ATTRIBUTES_FIELD_NUMBER: _builtins.int
+    STOCK_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.int
+    """The version the change is based on: 412 (FAILED_PRECONDITION) if the product moved on."""
+    sku: _builtins.str
+    name: _builtins.str
+    description: _builtins.str
+    price_cents: _builtins.int
+    currency: _builtins.str
+    category: _builtins.str
+    stock: _builtins.int
+    @_builtins.property
+    def attributes(self) -> _struct_pb2.Struct: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int | None = ...,
+        sku: _builtins.str | None = ...,
+        name: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        price_cents: _builtins.int | None = ...,
+        currency: _builtins.str | None = ...,
+        category: _builtins.str | None = ...,
+        attributes: _struct_pb2.Struct | None = ...,
+        stock: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_category", b"_category", "_currency", b"_currency", "_description", b"_description", "_name", b"_name", "_price_cents", b"_price_cents", "_sku", b"_sku", "_stock", b"_stock", "_version", b"_version", "attributes", b"attributes", "category", b"category", "currency", b"currency", "description", b"description", "name", b"name", "price_cents", b"price_cents", "sku", b"sku", "stock", b"stock", "version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_category", b"_category", "_currency", b"_currency", "_description", b"_description", "_name", b"_name", "_price_cents", b"_price_cents", "_sku", b"_sku", "_stock", b"_stock", "_version", b"_version", "attributes", b"attributes", "category", b"category", "currency", b"currency", "description", b"description", "id", b"id", "name", b"name", "price_cents", b"price_cents", "sku", b"sku", "stock", b"stock", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__category: _TypeAlias = _typing.Literal["category"]  # noqa: Y015
+    _WhichOneofArgType__category: _TypeAlias = _typing.Literal["_category", b"_category"]  # noqa: Y015
+    _WhichOneofReturnType__currency: _TypeAlias = _typing.Literal["currency"]  # noqa: Y015
+    _WhichOneofArgType__currency: _TypeAlias = _typing.Literal["_currency", b"_currency"]  # noqa: Y015
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__name: _TypeAlias = _typing.Literal["name"]  # noqa: Y015
+    _WhichOneofArgType__name: _TypeAlias = _typing.Literal["_name", b"_name"]  # noqa: Y015
+    _WhichOneofReturnType__price_cents: _TypeAlias = _typing.Literal["price_cents"]  # noqa: Y015
+    _WhichOneofArgType__price_cents: _TypeAlias = _typing.Literal["_price_cents", b"_price_cents"]  # noqa: Y015
+    _WhichOneofReturnType__sku: _TypeAlias = _typing.Literal["sku"]  # noqa: Y015
+    _WhichOneofArgType__sku: _TypeAlias = _typing.Literal["_sku", b"_sku"]  # noqa: Y015
+    _WhichOneofReturnType__stock: _TypeAlias = _typing.Literal["stock"]  # noqa: Y015
+    _WhichOneofArgType__stock: _TypeAlias = _typing.Literal["_stock", b"_stock"]  # noqa: Y015
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__category) -> _WhichOneofReturnType__category | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__currency) -> _WhichOneofReturnType__currency | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__name) -> _WhichOneofReturnType__name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__price_cents) -> _WhichOneofReturnType__price_cents | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sku) -> _WhichOneofReturnType__sku | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stock) -> _WhichOneofReturnType__stock | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
+
+Global___UpdateProductRequest: _TypeAlias = UpdateProductRequest  # noqa: Y015
+
+@_typing.final
+class DeleteProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.int
+    """When given (or an If-Match header), the delete applies only at that version."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "version", b"version"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_version", b"_version", "id", b"id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__version: _TypeAlias = _typing.Literal["version"]  # noqa: Y015
+    _WhichOneofArgType__version: _TypeAlias = _typing.Literal["_version", b"_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__version) -> _WhichOneofReturnType__version | None: ...
+
+Global___DeleteProductRequest: _TypeAlias = DeleteProductRequest  # noqa: Y015
+
+@_typing.final
+class ListCategoriesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCategoriesRequest: _TypeAlias = ListCategoriesRequest  # noqa: Y015
+
+@_typing.final
+class Category(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PRODUCT_COUNT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    product_count: _builtins.int
+    """Live products in the category."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        product_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "product_count", b"product_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Category: _TypeAlias = Category  # noqa: Y015
+
+@_typing.final
+class ListCategoriesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def categories(self) -> _containers.RepeatedCompositeFieldContainer[Global___Category]:
+        """By name."""
+
+    def __init__(
+        self,
+        *,
+        categories: _abc.Iterable[Global___Category] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["categories", b"categories"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCategoriesResponse: _TypeAlias = ListCategoriesResponse  # noqa: Y015
+
+@_typing.final
+class ReserveProductRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The product."""
+    quantity: _builtins.int
+    """1 to 1,000 units."""
+    idempotency_key: _builtins.str
+    """Chosen by the client (e.g. a UUID), 1 to 128 characters, unique per user and intent."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "idempotency_key", b"idempotency_key", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveProductRequest: _TypeAlias = ReserveProductRequest  # noqa: Y015
+
+@_typing.final
+class ReleaseReservationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The reservation."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseReservationRequest: _TypeAlias = ReleaseReservationRequest  # noqa: Y015
+
+@_typing.final
+class Reservation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_ID_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    REMAINING_STOCK_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    RELEASED_AT_FIELD_NUMBER: _builtins.int
+    reservation_id: _builtins.str
+    product_id: _builtins.str
+    quantity: _builtins.int
+    remaining_stock: _builtins.int
+    """The product's stock right after this reservation (or release) was applied."""
+    status: _builtins.str
+    """"active" or "released"."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def released_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reservation_id: _builtins.str = ...,
+        product_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+        remaining_stock: _builtins.int = ...,
+        status: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        released_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "released_at", b"released_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "product_id", b"product_id", "quantity", b"quantity", "released_at", b"released_at", "remaining_stock", b"remaining_stock", "reservation_id", b"reservation_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reservation: _TypeAlias = Reservation  # noqa: Y015

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from protos.catalog.v1 import catalog_pb2 as protos_dot_catalog_dot_v1_dot_catalog__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -34,15 +35,57 @@ class CatalogServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListProducts = channel.unary_unary(
+                '/catalog.v1.CatalogService/ListProducts',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/catalog.v1.CatalogService/GetProduct',
                 request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.GetProductRequest.SerializeToString,
                 response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
                 _registered_method=True)
+        self.CreateProduct = channel.unary_unary(
+                '/catalog.v1.CatalogService/CreateProduct',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.CreateProductRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
+                _registered_method=True)
+        self.UpdateProduct = channel.unary_unary(
+                '/catalog.v1.CatalogService/UpdateProduct',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
+                _registered_method=True)
+        self.DeleteProduct = channel.unary_unary(
+                '/catalog.v1.CatalogService/DeleteProduct',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.DeleteProductRequest.SerializeToString,
+                response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+                _registered_method=True)
+        self.ListCategories = channel.unary_unary(
+                '/catalog.v1.CatalogService/ListCategories',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesResponse.FromString,
+                _registered_method=True)
+        self.ReserveProduct = channel.unary_unary(
+                '/catalog.v1.CatalogService/ReserveProduct',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ReserveProductRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.FromString,
+                _registered_method=True)
+        self.ReleaseReservation = channel.unary_unary(
+                '/catalog.v1.CatalogService/ReleaseReservation',
+                request_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ReleaseReservationRequest.SerializeToString,
+                response_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def ListProducts(self, request, context):
+        """Products matching the filters, a page at a time (keyset pagination).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def GetProduct(self, request, context):
         """Reads one product by id.
@@ -51,13 +94,93 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateProduct(self, request, context):
+        """Adds a product (admins only). The SKU must be unique among live products.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateProduct(self, request, context):
+        """Changes the fields present in the request (admins only). With `version` (or an
+        If-Match header) the change applies only if the product is still at that version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteProduct(self, request, context):
+        """Removes a product from the catalog (admins only); its reservations stay releasable.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCategories(self, request, context):
+        """Every category that has products, with how many.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReserveProduct(self, request, context):
+        """Takes `quantity` units out of stock for the caller, atomically. The same
+        `idempotency_key` from the same user is applied once and replays its first answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseReservation(self, request, context):
+        """Returns a reservation's units to stock (its owner or an admin). Releasing twice is a
+        no-op that answers the same.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsResponse.SerializeToString,
+            ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
                     request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.GetProductRequest.FromString,
                     response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.SerializeToString,
+            ),
+            'CreateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateProduct,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.CreateProductRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.SerializeToString,
+            ),
+            'UpdateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateProduct,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.SerializeToString,
+            ),
+            'DeleteProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteProduct,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.DeleteProductRequest.FromString,
+                    response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'ListCategories': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCategories,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesResponse.SerializeToString,
+            ),
+            'ReserveProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveProduct,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ReserveProductRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.SerializeToString,
+            ),
+            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseReservation,
+                    request_deserializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.ReleaseReservationRequest.FromString,
+                    response_serializer=protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -69,6 +192,33 @@ def add_CatalogServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class CatalogService:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/ListProducts',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ListProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def GetProduct(request,
@@ -87,6 +237,168 @@ class CatalogService:
             '/catalog.v1.CatalogService/GetProduct',
             protos_dot_catalog_dot_v1_dot_catalog__pb2.GetProductRequest.SerializeToString,
             protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/CreateProduct',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.CreateProductRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/UpdateProduct',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.UpdateProductRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.Product.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/DeleteProduct',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.DeleteProductRequest.SerializeToString,
+            google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCategories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/ListCategories',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ListCategoriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/ReserveProduct',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ReserveProductRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseReservation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/catalog.v1.CatalogService/ReleaseReservation',
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.ReleaseReservationRequest.SerializeToString,
+            protos_dot_catalog_dot_v1_dot_catalog__pb2.Reservation.FromString,
             options,
             channel_credentials,
             insecure,

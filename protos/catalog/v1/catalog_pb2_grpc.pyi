@@ -3,9 +3,19 @@
 isort:skip_file
 Products, categories and inventory. The catalog service owns the PostgreSQL database
 "catalog" and caches reads in Redis.
+
+Errors beyond the google.rpc.Code table carry a google.rpc.ErrorInfo (domain "mesh"):
+reason PRECONDITION_FAILED (HTTP 412) when If-Match or `version` is stale,
+IDEMPOTENCY_KEY_REUSED (HTTP 422) when a reservation key comes back with another body,
+INSUFFICIENT_STOCK (ABORTED, HTTP 409) with metadata `availableStock`.
+
+Conditional requests: GetProduct, CreateProduct and UpdateProduct send the product's
+entity tag in the trailing metadata `etag` (the gateway's ETag header); UpdateProduct and
+DeleteProduct honour an `if-match` request metadata (the gateway forwards If-Match).
 """
 
 from collections import abc as _abc
+from google.protobuf import empty_pb2 as _empty_pb2
 from grpc import aio as _aio
 from protos.catalog.v1 import catalog_pb2 as _catalog_pb2
 import abc as _abc_1
@@ -33,16 +43,64 @@ class CatalogServiceStub:
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
+    ListProducts: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]
+    """Products matching the filters, a page at a time (keyset pagination)."""
     GetProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.Product]
     """Reads one product by id."""
+    CreateProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.CreateProductRequest, _catalog_pb2.Product]
+    """Adds a product (admins only). The SKU must be unique among live products."""
+    UpdateProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.UpdateProductRequest, _catalog_pb2.Product]
+    """Changes the fields present in the request (admins only). With `version` (or an
+    If-Match header) the change applies only if the product is still at that version.
+    """
+    DeleteProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DeleteProductRequest, _empty_pb2.Empty]
+    """Removes a product from the catalog (admins only); its reservations stay releasable."""
+    ListCategories: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListCategoriesRequest, _catalog_pb2.ListCategoriesResponse]
+    """Every category that has products, with how many."""
+    ReserveProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ReserveProductRequest, _catalog_pb2.Reservation]
+    """Takes `quantity` units out of stock for the caller, atomically. The same
+    `idempotency_key` from the same user is applied once and replays its first answer.
+    """
+    ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ReleaseReservationRequest, _catalog_pb2.Reservation]
+    """Returns a reservation's units to stock (its owner or an admin). Releasing twice is a
+    no-op that answers the same.
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
+    ListProducts: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]  # type: ignore[assignment]
+    """Products matching the filters, a page at a time (keyset pagination)."""
     GetProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.Product]  # type: ignore[assignment]
     """Reads one product by id."""
+    CreateProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.CreateProductRequest, _catalog_pb2.Product]  # type: ignore[assignment]
+    """Adds a product (admins only). The SKU must be unique among live products."""
+    UpdateProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.UpdateProductRequest, _catalog_pb2.Product]  # type: ignore[assignment]
+    """Changes the fields present in the request (admins only). With `version` (or an
+    If-Match header) the change applies only if the product is still at that version.
+    """
+    DeleteProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DeleteProductRequest, _empty_pb2.Empty]  # type: ignore[assignment]
+    """Removes a product from the catalog (admins only); its reservations stay releasable."""
+    ListCategories: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListCategoriesRequest, _catalog_pb2.ListCategoriesResponse]  # type: ignore[assignment]
+    """Every category that has products, with how many."""
+    ReserveProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ReserveProductRequest, _catalog_pb2.Reservation]  # type: ignore[assignment]
+    """Takes `quantity` units out of stock for the caller, atomically. The same
+    `idempotency_key` from the same user is applied once and replays its first answer.
+    """
+    ReleaseReservation: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ReleaseReservationRequest, _catalog_pb2.Reservation]  # type: ignore[assignment]
+    """Returns a reservation's units to stock (its owner or an admin). Releasing twice is a
+    no-op that answers the same.
+    """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
+    @_abc_1.abstractmethod
+    def ListProducts(
+        self,
+        request: _catalog_pb2.ListProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListProductsResponse, _abc.Awaitable[_catalog_pb2.ListProductsResponse]]:
+        """Products matching the filters, a page at a time (keyset pagination)."""
+
     @_abc_1.abstractmethod
     def GetProduct(
         self,
@@ -50,5 +108,59 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.Product, _abc.Awaitable[_catalog_pb2.Product]]:
         """Reads one product by id."""
+
+    @_abc_1.abstractmethod
+    def CreateProduct(
+        self,
+        request: _catalog_pb2.CreateProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.Product, _abc.Awaitable[_catalog_pb2.Product]]:
+        """Adds a product (admins only). The SKU must be unique among live products."""
+
+    @_abc_1.abstractmethod
+    def UpdateProduct(
+        self,
+        request: _catalog_pb2.UpdateProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.Product, _abc.Awaitable[_catalog_pb2.Product]]:
+        """Changes the fields present in the request (admins only). With `version` (or an
+        If-Match header) the change applies only if the product is still at that version.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteProduct(
+        self,
+        request: _catalog_pb2.DeleteProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_empty_pb2.Empty, _abc.Awaitable[_empty_pb2.Empty]]:
+        """Removes a product from the catalog (admins only); its reservations stay releasable."""
+
+    @_abc_1.abstractmethod
+    def ListCategories(
+        self,
+        request: _catalog_pb2.ListCategoriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListCategoriesResponse, _abc.Awaitable[_catalog_pb2.ListCategoriesResponse]]:
+        """Every category that has products, with how many."""
+
+    @_abc_1.abstractmethod
+    def ReserveProduct(
+        self,
+        request: _catalog_pb2.ReserveProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.Reservation, _abc.Awaitable[_catalog_pb2.Reservation]]:
+        """Takes `quantity` units out of stock for the caller, atomically. The same
+        `idempotency_key` from the same user is applied once and replays its first answer.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseReservation(
+        self,
+        request: _catalog_pb2.ReleaseReservationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.Reservation, _abc.Awaitable[_catalog_pb2.Reservation]]:
+        """Returns a reservation's units to stock (its owner or an admin). Releasing twice is a
+        no-op that answers the same.
+        """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -68,10 +68,10 @@ async def test_unknown_route_is_404(gateway: Client) -> None:
 
 
 async def test_wrong_method_is_405_with_allow(gateway: Client) -> None:
-    response = await gateway.delete("/api/v1/products/p1")
+    response = await gateway.put("/api/v1/products/p1")
     body = await problem(response, 405)
-    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
-    assert "DELETE" in body["detail"]
+    assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD", "PATCH", "DELETE"}
+    assert "PUT" in body["detail"]
     custom_verb = await gateway.get("/api/v1/analytics/events:batch")
     await problem(custom_verb, 405)
     assert custom_verb.headers["Allow"] == "POST"
