@@ -1,5 +1,6 @@
 """The `mesh` command: `mesh up` runs the whole mesh locally, `mesh migrate` applies the
-database migrations, `mesh users grant-admin EMAIL` makes an account admin."""
+database migrations, `mesh seed` loads the demo catalog, `mesh users grant-admin EMAIL`
+makes an account admin."""
 
 from __future__ import annotations
 
@@ -36,6 +37,21 @@ def _migrate(_: argparse.Namespace) -> int:
     return 0
 
 
+def _seed(args: argparse.Namespace) -> int:
+    from mesh.migrate import migrate_all
+    from services.catalog.seed import seed
+
+    stores = StoreUrls.from_env(Env())
+
+    async def run() -> int:
+        await migrate_all(stores.postgres_dsn, stores.namespace)
+        return await seed(stores.postgres_dsn, stores.namespace, args.count)
+
+    added = asyncio.run(run())
+    print(f"added {added} products to {redact_url(stores.postgres_for('catalog'))}")
+    return 0
+
+
 def _grant_admin(args: argparse.Namespace) -> int:
     from services.users.admin import grant_admin_command
 
@@ -51,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="apply the PostgreSQL migrations of every service"
     ).set_defaults(func=_migrate)
+    seed = commands.add_parser("seed", help="load the demo catalog (idempotent)")
+    seed.add_argument("--count", type=int, default=3000, help="products (default 3000)")
+    seed.set_defaults(func=_seed)
     users = commands.add_parser("users", help="operate on accounts")
     users_commands = users.add_subparsers(dest="users_command", required=True)
     grant = users_commands.add_parser("grant-admin", help="give an account the admin role")
