@@ -19,6 +19,7 @@ from mesh.netbind import bind_site
 from mesh.ops import ops_server
 
 log = logging.getLogger("mesh.web")
+MAX_REQUEST_LINE_BYTES = 16 * 1024
 
 
 async def serve_http(
@@ -30,7 +31,13 @@ async def serve_http(
 ) -> None:
     app.middlewares.insert(0, observability_middleware)
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=settings.grace_seconds
+        app,
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=settings.grace_seconds,
+        # Room for long query strings (a search `q` of 10,000 characters gets the API's own
+        # 400 naming the parameter, not the HTTP parser's plain-text one).
+        max_line_size=MAX_REQUEST_LINE_BYTES,
     )
     async with ops_server(settings, lifecycle):
         await runner.setup()

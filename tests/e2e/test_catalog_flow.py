@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from multidict import CIMultiDict
 
 from tests.e2e.mesh_process import MESH, MeshProcess
 
@@ -24,13 +25,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kwargs: Any
-) -> tuple[int, dict[str, str], Any]:
+) -> tuple[int, CIMultiDict[str], Any]:
     headers = dict(kwargs.pop("headers", {}))
     if token:
         headers["Authorization"] = f"Bearer {token}"
     async with http.request(method, url, headers=headers, **kwargs) as response:
         text = await response.text()
-        return response.status, dict(response.headers), orjson.loads(text) if text else None
+        return response.status, CIMultiDict(response.headers), orjson.loads(text) if text else None
 
 
 async def mesh_cli(mesh: MeshProcess, *args: str) -> tuple[int, str]:
