@@ -14,6 +14,7 @@ import orjson
 from aiohttp import web
 
 from gateway.health import health
+from gateway.http_proxy import CHAT_OPENAPI_PATHS, add_chat_routes
 from gateway.keys import (
     OPENAPI_KEY,
     ROUTES_KEY,
@@ -84,8 +85,11 @@ def create_app(
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = tuple(services)
     app[ROUTES_KEY] = routes
-    app[OPENAPI_KEY] = orjson.dumps(build_openapi(routes))
+    document = build_openapi(routes)
+    document["paths"].update(CHAT_OPENAPI_PATHS)
+    app[OPENAPI_KEY] = orjson.dumps(document)
     add_routes(app.router, routes)
+    add_chat_routes(app.router)
     app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/health", health)
     app.router.add_get(WS_PATH, ws_chat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from mesh.auth.handshake import DEFAULT_ALLOWED_ORIGINS, allowed_origins, normalize_origin
 from mesh.auth.tokens import TokenSettings
 from mesh.settings import Env, SettingsError, redact_url
 from mesh.topology import ANALYTICS, CATALOG, CHAT, GATEWAY, USERS
@@ -42,6 +43,10 @@ class GatewaySettings:
     channels_per_upstream: int = 2
     service_name: str = "gateway"
     tokens: TokenSettings = field(default_factory=TokenSettings)
+    # Origins whose pages may open /ws/chat (MESH_ALLOWED_ORIGINS; chat checks the same list).
+    allowed_origins: frozenset[str] = field(
+        default_factory=lambda: frozenset(normalize_origin(o) for o in DEFAULT_ALLOWED_ORIGINS)
+    )
 
     @classmethod
     def from_env(cls, env: Env) -> GatewaySettings:
@@ -64,6 +69,7 @@ class GatewaySettings:
                 "MESH_GATEWAY_CHANNELS_PER_UPSTREAM", 2, minimum=1, maximum=64
             ),
             tokens=TokenSettings.from_env(env),
+            allowed_origins=allowed_origins(env),
         )
 
     def grpc_addresses(self, upstream: str) -> tuple[str, ...]:

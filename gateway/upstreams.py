@@ -48,11 +48,33 @@ class Upstreams:
             ),
         )
         self.chat_urls = settings.chat_urls
-        self._chat_cycle = itertools.cycle(settings.chat_urls)
+        self._chat_turn = itertools.count()
+        self.chat_sockets: dict[str, int] = dict.fromkeys(settings.chat_urls, 0)
 
     def next_chat_url(self) -> str:
         """A chat base URL, round-robin over the configured replicas."""
-        return next(self._chat_cycle)
+        return self.chat_urls[next(self._chat_turn) % len(self.chat_urls)]
+
+    def chat_candidates(self) -> list[str]:
+        """Every chat replica, in the order to try them: round-robin, then failover."""
+        start = next(self._chat_turn) % len(self.chat_urls)
+        return [*self.chat_urls[start:], *self.chat_urls[:start]]
+
+    def chat_socket_candidates(self) -> list[str]:
+        """Chat replicas for a new WebSocket: fewest proxied sockets first (ties round-robin).
+
+        Least-connections rather than round-robin keeps replicas even after one restarts:
+        its clients reconnect to the others, and new sockets then go to it until it catches
+        up. The rest of the list is the failover order.
+        """
+        candidates = self.chat_candidates()
+        return sorted(candidates, key=self.chat_sockets.__getitem__)  # stable: keeps the turn
+
+    def chat_socket_opened(self, url: str) -> None:
+        self.chat_sockets[url] += 1
+
+    def chat_socket_closed(self, url: str) -> None:
+        self.chat_sockets[url] -= 1
 
     def unary(self, route: Route) -> PooledUnaryUnary[Message, Message]:
         """The pooled callable for `route`'s method (made once, then cached by the pool)."""

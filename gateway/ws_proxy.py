@@ -1,15 +1,24 @@
-"""`GET /ws/chat`: a WebSocket proxy to chat's ``/ws/chat``.
+"""`GET /ws/chat`: a WebSocket proxy to chat's ``/ws/chat``, spread over the chat replicas.
 
-The upstream handshake happens first, carrying the client's ``Authorization``, ``Origin``,
-subprotocols (``Sec-WebSocket-Protocol``), query string and request id; if chat refuses it
-(401, 403, ...) the client gets that status as a problem, and if chat cannot be reached a
-503 problem, both before any upgrade. Then the client is upgraded with the subprotocol chat
-chose, and two pumps relay frames both ways, one frame at a time (each send waits for the
-socket to drain, so nothing is buffered beyond a frame). A close frame from either side
-closes the other side with the same code and reason; a side that vanishes without one
-closes the other with 1001 (client gone) or 1014 (bad gateway: chat gone). On shutdown
-(`close_websockets`, an ``on_shutdown`` hook) every client is closed with 1001, and so is
-its upstream.
+Before anything reaches chat, the gateway checks the handshake itself: a foreign ``Origin``
+(not in ``MESH_ALLOWED_ORIGINS``) is a 403 problem, missing or invalid credentials a 401
+problem (``Authorization: Bearer <token>`` or, for browsers, the subprotocol pair
+``bearer, <token>``; see `mesh.auth.handshake`). Chat verifies the token again.
+
+The upstream handshake happens next, carrying the client's ``Authorization``, ``Origin``,
+subprotocols (``Sec-WebSocket-Protocol``), query string and request id, to the replica with
+the fewest proxied sockets; a replica that cannot be reached or answers 503 (it is shutting
+down) is skipped for the next one, so clients closed with 1012 by a stopping replica land
+on another. If chat refuses the handshake (401, 403, 429, ...) the client gets that status
+as a problem, and if no replica can be reached a 503 problem, both before any upgrade.
+Then the client is upgraded with the subprotocol chat chose, and two pumps relay frames
+both ways, one frame at a time (each send waits for the socket to drain, so nothing is
+buffered beyond a frame: a client that stops reading stops the pump, and chat's bounded
+send queue notices). Pings and pongs are relayed too, so chat's keepalive measures the
+client, not the gateway. A close frame from either side closes the other side with the
+same code and reason; a side that vanishes without one closes the other with 1001 (client
+gone) or 1014 (bad gateway: chat gone). On shutdown (`close_websockets`, an
+``on_shutdown`` hook) every client is closed with 1001, and so is its upstream.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from yarl import URL
 
-from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, WEBSOCKETS_KEY
+from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY, WEBSOCKETS_KEY
 from gateway.upstreams import CHAT
+from mesh.auth.handshake import handshake_credentials, offered_protocols, origin_allowed
+from mesh.auth.tokens import InvalidToken
 from mesh.problem import ProblemError
 from mesh.request_id import REQUEST_ID_HEADER, request_id_of
 
@@ -56,6 +67,12 @@ async def _pump(source: Socket, sink: Socket, vanished: int) -> None:
             if message.type is WSMsgType.BINARY:
                 await sink.send_bytes(message.data)
                 continue
+            if message.type is WSMsgType.PING:
+                await sink.ping(message.data)
+                continue
+            if message.type is WSMsgType.PONG:
+                await sink.pong(message.data)
+                continue
         except ConnectionError:
             return  # `sink` is gone; the other pump sees it and closes `source`
         if message.type is WSMsgType.CLOSE:
@@ -78,34 +95,62 @@ def _upstream_headers(request: web.Request) -> dict[str, str]:
     return headers
 
 
-async def _connect_upstream(request: web.Request) -> aiohttp.ClientWebSocketResponse:
+async def authenticate(request: web.Request) -> None:
+    """The gateway's own handshake check, before chat is contacted: Origin, then token."""
+    settings = request.app[SETTINGS_KEY]
+    if not origin_allowed(request.headers.get(hdrs.ORIGIN), settings.allowed_origins):
+        raise ProblemError(403, "This page's Origin may not open a chat WebSocket.")
+    credentials = handshake_credentials(
+        request.headers.get(hdrs.AUTHORIZATION),
+        offered_protocols(request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL)),
+    )
+    if credentials.token is None:
+        raise ProblemError(401, credentials.problem, headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
+    try:
+        await request.app[VERIFIER_KEY].verify(credentials.token)
+    except InvalidToken as exc:
+        raise ProblemError(
+            401, str(exc), headers={hdrs.WWW_AUTHENTICATE: 'Bearer error="invalid_token"'}
+        ) from None
+
+
+async def _connect_upstream(request: web.Request) -> tuple[str, aiohttp.ClientWebSocketResponse]:
     upstreams = request.app[UPSTREAMS_KEY]
     timeout = request.app[SETTINGS_KEY].upstream_timeout_seconds
-    offered = [p.strip() for p in request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "").split(",")]
-    url = URL(upstreams.next_chat_url() + WS_PATH).with_query(request.query)
-    try:
-        return await upstreams.http.ws_connect(
-            url,
-            protocols=[p for p in offered if p],
-            headers=_upstream_headers(request),
-            origin=request.headers.get(hdrs.ORIGIN),
-            autoclose=False,
-            autoping=True,
-            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
-        )
-    except aiohttp.WSServerHandshakeError as refusal:
-        status = refusal.status if refusal.status >= 400 else 502
-        returned = refusal.headers
-        passed = {str(h): returned[h] for h in _REFUSAL_HEADERS if returned and h in returned}
-        raise ProblemError(
-            status,
-            f"The chat service refused the WebSocket handshake: {refusal.message}.",
-            headers=passed,
-        ) from None
-    except (aiohttp.ClientError, TimeoutError, OSError):
-        raise ProblemError(
-            503, f"The upstream service '{CHAT}' is unavailable.", extensions={"upstream": CHAT}
-        ) from None
+    offered = offered_protocols(request.headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL))
+    for base in upstreams.chat_socket_candidates():
+        url = URL(base + WS_PATH).with_query(request.query)
+        try:
+            upstream = await upstreams.http.ws_connect(
+                url,
+                protocols=offered,
+                headers=_upstream_headers(request),
+                origin=request.headers.get(hdrs.ORIGIN),
+                autoclose=False,
+                autoping=False,  # pings and pongs are relayed end to end
+                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=timeout),
+            )
+        except aiohttp.WSServerHandshakeError as refusal:
+            if refusal.status == 503:
+                continue  # that replica is stopping: try the next
+            status = refusal.status if refusal.status >= 400 else 502
+            returned = refusal.headers
+            passed = {str(h): returned[h] for h in _REFUSAL_HEADERS if returned and h in returned}
+            raise ProblemError(
+                status,
+                f"The chat service refused the WebSocket handshake: {refusal.message}.",
+                headers=passed,
+            ) from None
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            logger.warning("chat replica %s cannot be reached", base)
+            continue
+        return base, upstream
+    raise ProblemError(
+        503,
+        f"The upstream service '{CHAT}' is unavailable.",
+        headers={hdrs.RETRY_AFTER: "1"},
+        extensions={"upstream": CHAT},
+    )
 
 
 async def ws_chat(request: web.Request) -> web.StreamResponse:
@@ -116,20 +161,26 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
                 426, "Expected a WebSocket upgrade.", headers={hdrs.UPGRADE: "websocket"}
             )
         raise ProblemError(400, "Malformed WebSocket handshake.")
-    upstream = await _connect_upstream(request)
-    client = web.WebSocketResponse(
-        protocols=(upstream.protocol,) if upstream.protocol else (),
-        autoclose=False,
-        autoping=True,
-        max_msg_size=request.app[SETTINGS_KEY].body_limit_bytes,
-    )
+    await authenticate(request)
+    base, upstream = await _connect_upstream(request)
+    upstreams = request.app[UPSTREAMS_KEY]
+    upstreams.chat_socket_opened(base)
     try:
-        await client.prepare(request)
-    except BaseException:
-        await upstream.close(code=WSCloseCode.GOING_AWAY)
-        raise
-    request.app[WEBSOCKETS_KEY].add(client)
-    await _relay(client, upstream)
+        client = web.WebSocketResponse(
+            protocols=(upstream.protocol,) if upstream.protocol else (),
+            autoclose=False,
+            autoping=False,
+            max_msg_size=request.app[SETTINGS_KEY].body_limit_bytes,
+        )
+        try:
+            await client.prepare(request)
+        except BaseException:
+            await upstream.close(code=WSCloseCode.GOING_AWAY)
+            raise
+        request.app[WEBSOCKETS_KEY].add(client)
+        await _relay(client, upstream)
+    finally:
+        upstreams.chat_socket_closed(base)
     return client
 
 

@@ -7,6 +7,12 @@ shutdown), waits until each reports ready on its ops port, prints the URLs and s
 foreground. A child that dies is restarted with exponential backoff (0.5 s doubling to
 30 s, reset after 30 s of good health) and the restart is logged. SIGINT or SIGTERM stops
 the children (gateway first), then the backing services, and exits 0.
+
+A process whose spec allows replicas (chat) runs ``MESH_<NAME>_REPLICAS`` copies, named
+``chat-1``, ``chat-2``...: on consecutive ports from ``MESH_CHAT_PORT`` and
+``MESH_CHAT_OPS_PORT``, or on the ports listed in ``MESH_CHAT_PORTS`` and
+``MESH_CHAT_OPS_PORTS``. Each is a child of its own (readiness waited for, restarted on its
+own), and the gateway gets all of their URLs in ``MESH_CHAT_URL``.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from mesh.harness.process import child_argv
 from mesh.migrate import migrate_all
 from mesh.netbind import port_is_free
 from mesh.runner import EX_CONFIG
-from mesh.settings import Env
+from mesh.settings import Env, SettingsError
 from mesh.topology import PROCESSES, ProcessSpec
 
 log = logging.getLogger("mesh.up")
@@ -52,6 +58,53 @@ class Endpoint:
     host: str
     port: int
     ops_port: int
+    replica: int = 0  # 0-based
+    replicas: int = 1
+
+    @property
+    def name(self) -> str:
+        return self.spec.name if self.replicas == 1 else f"{self.spec.name}-{self.replica + 1}"
+
+    @property
+    def port_source(self) -> str:
+        return self.spec.port_var if self.replica == 0 else f"{self.spec.port_var}+{self.replica}"
+
+    @property
+    def ops_port_source(self) -> str:
+        var = self.spec.ops_port_var
+        return var if self.replica == 0 else f"{var}+{self.replica}"
+
+    def child_env(self) -> dict[str, str]:
+        """The port variables this child serves on (a replica's own, not the base ones)."""
+        return {self.spec.port_var: str(self.port), self.spec.ops_port_var: str(self.ops_port)}
+
+
+def _port_list(env: Env, name: str) -> tuple[int, ...]:
+    items = [p.strip() for p in env.str(name, "").split(",") if p.strip()]
+    if not all(p.isdigit() and 0 < int(p) < 65536 for p in items):
+        raise SettingsError(name, "expected port numbers separated by commas")
+    return tuple(int(p) for p in items)
+
+
+def _endpoints(env: Env, host: str, spec: ProcessSpec) -> list[Endpoint]:
+    port = env.port(spec.port_var, spec.port)
+    ops_port = env.port(spec.ops_port_var, spec.ops_port)
+    if spec.max_replicas == 1:
+        return [Endpoint(spec, host, port, ops_port)]
+    ports, ops_ports = _port_list(env, spec.ports_var), _port_list(env, spec.ops_ports_var)
+    default = len(ports) or 1
+    replicas = env.int(spec.replicas_var, default, minimum=1, maximum=spec.max_replicas)
+    for name, listed in ((spec.ports_var, ports), (spec.ops_ports_var, ops_ports)):
+        if listed and len(listed) != replicas:
+            raise SettingsError(name, f"expected {replicas} ports ({spec.replicas_var})")
+    ports = ports or tuple(port + i for i in range(replicas))
+    ops_ports = ops_ports or tuple(ops_port + i for i in range(replicas))
+    if max(ports + ops_ports) > 65535:
+        raise SettingsError(spec.replicas_var, "the replicas' ports would pass 65535")
+    return [
+        Endpoint(spec, host, ports[i], ops_ports[i], replica=i, replicas=replicas)
+        for i in range(replicas)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +119,7 @@ class UpSettings:
     def from_env(cls, env: Env) -> UpSettings:
         data_dir = Path(env.str("MESH_DATA_DIR", ".mesh")).resolve()
         host = env.str("MESH_HOST", "127.0.0.1")
-        endpoints = tuple(
-            Endpoint(p, host, env.port(p.port_var, p.port), env.port(p.ops_port_var, p.ops_port))
-            for p in PROCESSES
-        )
+        endpoints = tuple(e for p in PROCESSES for e in _endpoints(env, host, p))
         return cls(
             data_dir,
             host,
@@ -92,12 +142,12 @@ class Child:
 
     @property
     def name(self) -> str:
-        return self.endpoint.spec.name
+        return self.endpoint.name
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
             *child_argv([sys.executable, "-m", self.endpoint.spec.module]),
-            env=dict(self.env),
+            env={**self.env, **self.endpoint.child_env()},
             start_new_session=True,
         )
         self.started_at = time.monotonic()
@@ -120,11 +170,11 @@ def _busy_ports(settings: UpSettings) -> list[str]:
     busy = []
     for e in settings.endpoints:
         for port, var, what in (
-            (e.port, e.spec.port_var, e.spec.kind),
-            (e.ops_port, e.spec.ops_port_var, "ops"),
+            (e.port, e.port_source, e.spec.kind),
+            (e.ops_port, e.ops_port_source, "ops"),
         ):
             if not port_is_free(e.host, port):
-                busy.append(f"{e.spec.name} {what} port {port} ({var}) is already in use")
+                busy.append(f"{e.name} {what} port {port} ({var}) is already in use")
     return busy
 
 
@@ -173,13 +223,14 @@ class Supervisor:
 
     def _upstream_addresses(self) -> dict[str, str]:
         """Where the gateway finds the children started here (an explicit setting wins)."""
-        addresses = {}
+        addresses: dict[str, list[str]] = {}
         for e in self._settings.endpoints:
             if e.spec.kind == "grpc":
-                addresses[f"{e.spec.env_prefix}_ADDR"] = f"{e.host}:{e.port}"
+                addresses.setdefault(f"{e.spec.env_prefix}_ADDR", []).append(f"{e.host}:{e.port}")
             elif e.spec.name == "chat":
-                addresses[f"{e.spec.env_prefix}_URL"] = f"http://{e.host}:{e.port}"
-        return addresses
+                url = f"http://{e.host}:{e.port}"
+                addresses.setdefault(f"{e.spec.env_prefix}_URL", []).append(url)
+        return {name: ",".join(values) for name, values in addresses.items()}
 
     async def _start_children(self) -> None:
         for child in self._children:
@@ -282,7 +333,7 @@ class Supervisor:
         for e in self._settings.endpoints:
             scheme = "http" if e.spec.kind == "http" else "grpc"
             lines.append(
-                f"  {e.spec.name:<10} {scheme}://{e.host}:{e.port:<6} "
+                f"  {e.name:<10} {scheme}://{e.host}:{e.port:<6} "
                 f"ops http://{e.host}:{e.ops_port}/health/ready"
             )
         gateway = next(e for e in self._settings.endpoints if e.spec.name == "gateway")

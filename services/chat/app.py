@@ -1,70 +1,49 @@
-"""The chat aiohttp app: the WebSocket endpoint and its connection registry.
+"""The chat aiohttp app: the WebSocket endpoint, the REST routes, the runtime's lifetime.
 
-This is the skeleton the chat issue builds on: it accepts connections on `/ws/chat`,
-answers `ping`, reports malformed frames with an `error` frame, and on shutdown closes
-every connection with 1012 (service restart) so clients reconnect elsewhere.
+The runtime (connections, fan-out, presence) starts with the app (a cleanup context) and
+stops after it; on shutdown every connection is closed with 1012 (service restart) in
+batches, so clients reconnect to another replica and resume with ``since``.
 """
 
 from __future__ import annotations
 
-import logging
-import weakref
+from collections.abc import AsyncIterator
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import web
 
 from mesh.lifecycle import Lifecycle
 from mesh.ops import readiness_handler
 from mesh.problem import problem_middleware
 from mesh.request_id import echo_request_id, request_id_middleware
-from services.chat.protocol import PONG, ProtocolError, decode_frame, error_frame
-from services.chat.settings import ChatSettings
+from services.chat import api
+from services.chat.keys import RUNTIME
+from services.chat.runtime import ChatRuntime
+from services.chat.session import websocket
 
-_Connections = weakref.WeakSet[web.WebSocketResponse]
-CONNECTIONS: web.AppKey[_Connections] = web.AppKey("connections")
-SETTINGS = web.AppKey("settings", ChatSettings)
-log = logging.getLogger("services.chat")
+WS_PATH = "/ws/chat"
+BODY_LIMIT_BYTES = 64 * 1024
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
-        heartbeat=settings.heartbeat_seconds, max_msg_size=settings.max_frame_bytes
-    )
-    await ws.prepare(request)
-    request.app[CONNECTIONS].add(ws)
-    async for message in ws:
-        if message.type is WSMsgType.BINARY:
-            await ws.send_str(error_frame("binary_frame", "only text frames are accepted"))
-            await ws.close(code=WSCloseCode.UNSUPPORTED_DATA, message=b"text frames only")
-            break
-        if message.type is not WSMsgType.TEXT:
-            continue
-        try:
-            frame = decode_frame(message.data)
-        except ProtocolError as exc:
-            await ws.send_str(error_frame(exc.code, str(exc)))
-            continue
-        if frame["type"] == "ping":
-            await ws.send_str(PONG)
-        else:
-            await ws.send_str(
-                error_frame("unknown_type", f"unknown frame type {frame['type'][:40]!r}")
-            )
-    return ws
+async def _run_runtime(app: web.Application) -> AsyncIterator[None]:
+    runtime = app[RUNTIME]
+    await runtime.start()
+    yield
+    await runtime.stop()
 
 
 async def _close_connections(app: web.Application) -> None:
-    connections: _Connections = app[CONNECTIONS]
-    for ws in list(connections):
-        await ws.close(code=WSCloseCode.SERVICE_RESTART, message=b"server restarting")
+    await app[RUNTIME].close_all()
 
 
-def create_app(settings: ChatSettings, lifecycle: Lifecycle) -> web.Application:
-    app = web.Application(middlewares=[request_id_middleware, problem_middleware])
+def create_app(runtime: ChatRuntime, lifecycle: Lifecycle) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, problem_middleware], client_max_size=BODY_LIMIT_BYTES
+    )
     app.on_response_prepare.append(echo_request_id)
-    app[SETTINGS] = settings
-    app[CONNECTIONS] = _Connections()
-    app.router.add_get("/ws/chat", websocket)
+    app[RUNTIME] = runtime
+    app.router.add_get(WS_PATH, websocket)
+    api.add_routes(app.router)
     app.router.add_get("/health/ready", readiness_handler(lifecycle))
+    app.cleanup_ctx.append(_run_runtime)
     app.on_shutdown.append(_close_connections)
     return app

@@ -18,6 +18,12 @@ from mesh.harness import BackingUrls
 from tests.e2e.mesh_process import MeshProcess, pid_alive
 
 PROBLEM = "application/problem+json"
+UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+}
 
 
 @pytest.fixture
@@ -92,10 +98,26 @@ async def test_catalog_reads_its_database_through_the_gateway(
         assert response.content_type == PROBLEM
 
 
+async def access_token(mesh: MeshProcess, http: aiohttp.ClientSession) -> str:
+    """A new account's access token (the chat WebSocket needs a signed-in user)."""
+    credentials = {"email": f"ws{uuid.uuid4().hex[:10]}@example.org", "password": "x" * 16}
+    async with http.post(
+        f"{mesh.gateway}/api/v1/auth/register", json={**credentials, "displayName": "WS"}
+    ) as response:
+        assert response.status == 200, await response.text()
+    async with http.post(f"{mesh.gateway}/api/v1/auth/login", json=credentials) as response:
+        assert response.status == 200, await response.text()
+        return str((await response.json())["accessToken"])
+
+
 async def test_chat_websocket_through_the_gateway(
     mesh: MeshProcess, http: aiohttp.ClientSession
 ) -> None:
-    async with http.ws_connect(f"{mesh.gateway}/ws/chat") as ws:
+    async with http.get(f"{mesh.gateway}/ws/chat", headers=UPGRADE) as response:
+        assert response.status == 401  # no token: refused before the upgrade
+    token = await access_token(mesh, http)
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.ws_connect(f"{mesh.gateway}/ws/chat", headers=headers) as ws:
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=5) == {"type": "pong"}
         await ws.send_str("{not json")
@@ -130,11 +152,13 @@ async def test_health_openapi_and_unknown_routes(
 async def test_a_crashed_service_is_restarted_while_the_others_serve(
     mesh: MeshProcess, http: aiohttp.ClientSession
 ) -> None:
+    token = await access_token(mesh, http)
     catalog_pid = mesh.child_pids()["catalog"][-1]
     os.kill(catalog_pid, signal.SIGKILL)
     url = f"{mesh.gateway}/api/v1/products/{uuid.uuid4()}"
     # Meanwhile the other routes keep answering.
-    async with http.ws_connect(f"{mesh.gateway}/ws/chat") as ws:
+    headers = {"Authorization": f"Bearer {token}"}
+    async with http.ws_connect(f"{mesh.gateway}/ws/chat", headers=headers) as ws:
         await ws.send_json({"type": "ping"})
         assert await ws.receive_json(timeout=5) == {"type": "pong"}
     deadline = time.monotonic() + 30

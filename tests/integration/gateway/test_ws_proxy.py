@@ -1,21 +1,69 @@
-"""The WebSocket proxy /ws/chat against a small aiohttp chat app."""
+"""The WebSocket proxy /ws/chat against a small aiohttp chat app (tests/integration/gateway/
+fakes.py), with the gateway's own handshake checks (tokens verified against a JWK Set served
+over gRPC like the users service's) and the choice among several chat replicas."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
+import grpc
 import orjson
 import pytest
+import pytest_asyncio
 from aiohttp import WSMsgType, web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.keys import UPSTREAMS_KEY
+from mesh.auth.keys import SigningKey, public_jwk
+from mesh.auth.tokens import TokenIssuer, TokenSettings
+from protos.users.v1 import users_pb2, users_pb2_grpc
 from tests.integration.gateway.conftest import FakeUpstreams, closed_address, serve
-from tests.integration.gateway.fakes import CHAT_CLOSES
+from tests.integration.gateway.fakes import CHAT_CLOSES, chat_app, start_grpc_server
 from tests.integration.gateway.test_unary import problem
+from tests.integration.services.users.support import new_key
 
 Client = TestClient[web.Request, web.Application]
-GOOD = {"Authorization": "Bearer good", "X-Request-ID": "ws-1"}
+KEY = new_key()
+TOKEN = TokenIssuer([KEY], TokenSettings()).issue("u-1", ["user"])
+GOOD = {"Authorization": f"Bearer {TOKEN}", "X-Request-ID": "ws-1"}
+
+
+class JwksServicer(users_pb2_grpc.UsersServiceServicer):
+    """Only GetJwks: what a gateway needs from users to verify tokens."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self._jwks = users_pb2.Jwks(keys=[users_pb2.Jwk(**public_jwk(k)) for k in keys])
+
+    async def GetJwks(
+        self, request: users_pb2.GetJwksRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> users_pb2.Jwks:
+        return self._jwks
+
+
+@pytest_asyncio.fixture(scope="module")
+async def jwks_address() -> AsyncIterator[str]:
+    servicer = JwksServicer(KEY)
+    server, address, _ = await start_grpc_server(
+        lambda s: users_pb2_grpc.add_UsersServiceServicer_to_server(servicer, s)
+    )
+    try:
+        yield address
+    finally:
+        await server.stop(None)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def gateway(upstreams: FakeUpstreams, jwks_address: str) -> AsyncIterator[Client]:
+    settings = upstreams.settings(
+        users_addresses=(jwks_address,), allowed_origins=frozenset({"https://app.example"})
+    )
+    async with serve(settings) as client:
+        yield client
+
+
 UPGRADE = {
     "Upgrade": "websocket",
     "Connection": "Upgrade",
@@ -57,7 +105,7 @@ async def test_headers_subprotocol_and_query_reach_chat(
         await ws.send_str("whoami")
         seen = orjson.loads((await ws.receive(timeout=5)).data)
     assert seen == {
-        "authorization": "Bearer good",
+        "authorization": f"Bearer {TOKEN}",
         "origin": "https://app.example",
         "requestId": "ws-1",
         "query": {"room": "lobby"},
@@ -105,24 +153,91 @@ async def test_client_vanishing_closes_chat(gateway: Client, upstreams: FakeUpst
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
-    [({"Authorization": "Bearer bad"}, 401), ({"Origin": "https://evil.example"}, 403)],
+    ("headers", "status", "detail"),
+    [
+        ({}, 401, "sign in first"),
+        ({"Authorization": "Bearer bad"}, 401, "malformed token"),
+        ({"Authorization": "Basic eDp5"}, 401, "Bearer <access token>"),
+        ({"Sec-WebSocket-Protocol": "bearer"}, 401, "followed by the access token"),
+        ({**GOOD, "Origin": "https://evil.example"}, 403, "Origin"),
+    ],
 )
-async def test_refused_handshake_status_is_passed_through_as_a_problem(
-    gateway: Client, headers: dict[str, str], status: int
+async def test_the_gateway_checks_the_handshake_before_chat(
+    gateway: Client, headers: dict[str, str], status: int, detail: str
 ) -> None:
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await gateway.ws_connect("/ws/chat", headers=headers)
     assert refused.value.status == status
     response = await gateway.get("/ws/chat", headers={**UPGRADE, **headers})
     body = await problem(response, status)
-    assert "refused" in body["detail"]
+    assert detail in body["detail"]
+    assert "refused" not in body["detail"]  # the gateway's own answer: chat was not asked
     if status == 401:
-        assert response.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-async def test_chat_down_is_a_503_problem(upstreams: FakeUpstreams) -> None:
-    settings = upstreams.settings(chat_urls=(f"http://{closed_address()}",))
+async def test_the_bearer_subprotocol_pair_is_accepted(
+    gateway: Client, upstreams: FakeUpstreams
+) -> None:
+    async with gateway.ws_connect("/ws/chat", protocols=("bearer", TOKEN)) as ws:
+        await ws.send_str("ping")
+        assert (await ws.receive(timeout=5)).data == "ping"
+    await next_close(upstreams)
+
+
+async def test_a_handshake_chat_refuses_is_passed_through_as_a_problem(
+    upstreams: FakeUpstreams, jwks_address: str
+) -> None:
+    settings = upstreams.settings(users_addresses=(jwks_address,), allowed_origins=frozenset({"*"}))
+    headers = {**GOOD, "Origin": "https://evil.example"}  # the fake chat refuses it
+    async with serve(settings) as gateway:
+        response = await gateway.get("/ws/chat", headers={**UPGRADE, **headers})
+        body = await problem(response, 403)
+    assert "refused" in body["detail"]
+
+
+async def test_pings_and_pongs_are_relayed_end_to_end(
+    gateway: Client, upstreams: FakeUpstreams
+) -> None:
+    async with gateway.ws_connect("/ws/chat", headers=GOOD, autoping=False) as ws:
+        await ws.ping(b"are you there")
+        message = await ws.receive(timeout=5)  # the fake chat (aiohttp) answers it
+        assert (message.type, message.data) == (WSMsgType.PONG, b"are you there")
+    await next_close(upstreams)
+
+
+async def test_sockets_go_to_the_replica_with_fewest_and_skip_dead_ones(
+    upstreams: FakeUpstreams, jwks_address: str
+) -> None:
+    second = TestServer(chat_app(), host="127.0.0.1")
+    await second.start_server()
+    second_url = str(second.make_url("")).rstrip("/")
+    dead = f"http://{closed_address()}"
+    settings = upstreams.settings(
+        users_addresses=(jwks_address,), chat_urls=(dead, upstreams.chat_url, second_url)
+    )
+    try:
+        async with serve(settings) as gateway:
+            sockets = [await gateway.ws_connect("/ws/chat", headers=GOOD) for _ in range(4)]
+            counts = gateway.app[UPSTREAMS_KEY].chat_sockets
+            assert counts == {dead: 0, upstreams.chat_url: 2, second_url: 2}
+            for ws in sockets:
+                await ws.close()
+            for _ in range(50):
+                if not any(counts.values()):
+                    break
+                await asyncio.sleep(0.05)
+            assert counts == {dead: 0, upstreams.chat_url: 0, second_url: 0}
+    finally:
+        await second.close()
+    for _ in range(2):
+        await next_close(upstreams)
+
+
+async def test_chat_down_is_a_503_problem(upstreams: FakeUpstreams, jwks_address: str) -> None:
+    settings = upstreams.settings(
+        users_addresses=(jwks_address,), chat_urls=(f"http://{closed_address()}",)
+    )
     async with serve(settings) as client:
         response = await client.get("/ws/chat", headers={**UPGRADE, **GOOD})
         body = await problem(response, 503)
@@ -135,8 +250,11 @@ async def test_a_plain_get_is_426(gateway: Client) -> None:
     assert response.headers["Upgrade"] == "websocket"
 
 
-async def test_shutdown_closes_both_sides_with_going_away(upstreams: FakeUpstreams) -> None:
-    async with serve(upstreams.settings()) as gateway, aiohttp.ClientSession() as session:
+async def test_shutdown_closes_both_sides_with_going_away(
+    upstreams: FakeUpstreams, jwks_address: str
+) -> None:
+    settings = upstreams.settings(users_addresses=(jwks_address,))
+    async with serve(settings) as gateway, aiohttp.ClientSession() as session:
         ws = await session.ws_connect(gateway.make_url("/ws/chat"), headers=GOOD)
         await ws.send_str("ping")
         assert (await ws.receive(timeout=5)).data == "ping"
