@@ -20,6 +20,7 @@ from mesh.netbind import StartupError
 from mesh.settings import redact_url
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+REDIS_MAX_CONNECTIONS = 100
 
 
 def _unreachable(variable: str, url: str, exc: BaseException) -> StartupError:
@@ -67,9 +68,16 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 @asynccontextmanager
 async def redis_client(url: str, variable: str) -> AsyncIterator[aioredis.Redis]:
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_SECONDS, health_check_interval=30
+    # A pool that waits for a free connection (up to the timeout) rather than failing with
+    # "Too many connections" during a burst.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=REDIS_MAX_CONNECTIONS,
+        timeout=CONNECT_TIMEOUT_SECONDS,
+        socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+        health_check_interval=30,
     )
+    client: aioredis.Redis = aioredis.Redis.from_pool(pool)
     try:
         try:
             await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT_SECONDS)
