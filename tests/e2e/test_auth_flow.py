@@ -2,45 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 import orjson
-import pytest
 from cryptography.hazmat.primitives import serialization
 from pymongo import AsyncMongoClient
 
 from mesh.auth.keys import load_or_create_keys
 from mesh.harness import BackingUrls
-from tests.e2e.mesh_process import MESH, MeshProcess
+from tests.e2e.client import call, mesh_cli
+from tests.e2e.mesh_process import MeshProcess
 
 PASSWORD = "a long enough secret"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kwargs: Any
-) -> tuple[int, dict[str, Any], Any]:
-    headers = dict(kwargs.pop("headers", {}))
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    async with http.request(method, url, headers=headers, **kwargs) as response:
-        text = await response.text()
-        return response.status, dict(response.headers), orjson.loads(text) if text else None
 
 
 async def sign_up(
@@ -246,16 +227,6 @@ async def test_admin_routes(mesh: MeshProcess, http: aiohttp.ClientSession) -> N
     code, err = await mesh_cli(mesh, "users", "grant-admin", "nobody@example.org")
     assert code != 0
     assert "nobody@example.org" in err
-
-
-async def mesh_cli(mesh: MeshProcess, *args: str) -> tuple[int, str]:
-    """Run the `mesh` command with the mesh's environment; its exit code and stderr."""
-    process = await asyncio.create_subprocess_exec(
-        MESH, *args, env=mesh.env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stderr.decode()
 
 
 async def sign_up_again(

@@ -2,45 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
-import orjson
 import pytest
-from multidict import CIMultiDict
 
-from tests.e2e.mesh_process import MESH, MeshProcess
+from tests.e2e.client import call, mesh_cli
+from tests.e2e.mesh_process import MeshProcess
 
 PASSWORD = "a long enough secret"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kwargs: Any
-) -> tuple[int, CIMultiDict[str], Any]:
-    headers = dict(kwargs.pop("headers", {}))
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    async with http.request(method, url, headers=headers, **kwargs) as response:
-        text = await response.text()
-        return response.status, CIMultiDict(response.headers), orjson.loads(text) if text else None
-
-
-async def mesh_cli(mesh: MeshProcess, *args: str) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        MESH, *args, env=mesh.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return process.returncode, output.decode()
 
 
 async def signed_in(mesh: MeshProcess, http: aiohttp.ClientSession, admin: bool = False) -> str:

@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from mesh.harness import BackingUrls, free_port
-from tests.e2e.conftest import READY
-from tests.e2e.mesh_process import MeshProcess, mesh_env, start_mesh
+from tests.e2e.conftest import running_mesh
+from tests.e2e.mesh_process import MeshProcess
 from tests.integration.services.chat_support import Client, client, rest
 
 PASSWORD = "a long enough secret"
@@ -23,25 +23,14 @@ PASSWORD = "a long enough secret"
 
 @pytest.fixture(scope="module")
 def mesh(backing: BackingUrls, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MeshProcess]:
-    data_dir = tmp_path_factory.mktemp("chat-mesh")
-    env, ports, ops_ports, namespace = mesh_env(
-        {
-            "MESH_POSTGRES_DSN": backing.postgres_dsn,
-            "MESH_REDIS_URL": backing.redis_url,
-            "MESH_MONGO_URL": backing.mongo_url,
-            "MESH_CHAT_REPLICAS": "2",
-            "MESH_CHAT_PORTS": f"{free_port()},{free_port()}",
-            "MESH_CHAT_OPS_PORTS": f"{free_port()},{free_port()}",
-        },
-        data_dir,
-    )
-    running = start_mesh(env, ports, ops_ports, namespace, data_dir / "mesh-up.log")
-    try:
-        running.wait_for(READY, timeout=120)
+    """A mesh with two chat replicas behind the gateway."""
+    replicas = {
+        "MESH_CHAT_REPLICAS": "2",
+        "MESH_CHAT_PORTS": f"{free_port()},{free_port()}",
+        "MESH_CHAT_OPS_PORTS": f"{free_port()},{free_port()}",
+    }
+    with running_mesh(backing, tmp_path_factory.mktemp("chat-mesh"), replicas) as running:
         yield running
-    finally:
-        if running.process.poll() is None:
-            running.stop()
 
 
 async def sign_in(mesh: MeshProcess) -> tuple[str, str]:

@@ -8,11 +8,9 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import asyncpg
-import pytest
 
 from mesh.harness import BackingUrls
 from tests.e2e.mesh_process import MeshProcess, pid_alive
@@ -24,12 +22,6 @@ UPGRADE = {
     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
     "Sec-WebSocket-Version": "13",
 }
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
 
 
 async def test_users_register_through_the_gateway(

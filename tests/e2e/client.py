@@ -1,0 +1,38 @@
+"""What an e2e test does as a client: JSON calls through the gateway and `mesh` commands."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDict
+
+from tests.e2e.mesh_process import MESH, MeshProcess
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, token: str | None = None, **kwargs: Any
+) -> tuple[int, CIMultiDict[str], Any]:
+    """Status, headers (case-insensitive) and the JSON body (None when empty) of one call."""
+    headers = dict(kwargs.pop("headers", {}))
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    async with http.request(method, url, headers=headers, **kwargs) as response:
+        text = await response.text()
+        return response.status, CIMultiDict(response.headers), orjson.loads(text) if text else None
+
+
+async def mesh_cli(mesh: MeshProcess, *args: str) -> tuple[int, str]:
+    """Run the `mesh` command with the mesh's environment: its exit code and its output."""
+    process = await asyncio.create_subprocess_exec(
+        MESH,
+        *args,
+        env=mesh.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
