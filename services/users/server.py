@@ -11,6 +11,7 @@ from mesh.backing_settings import POSTGRES_VAR, REDIS_VAR
 from mesh.common import CommonSettings
 from mesh.grpc_server import serve_grpc
 from mesh.lifecycle import Lifecycle
+from mesh.outbox import Outbox, OutboxRelay, events_stream
 from mesh.stores import postgres_pool, postgres_ready, redis_client, redis_ready
 from protos.users.v1 import users_pb2, users_pb2_grpc
 from services.users.api import UsersApi
@@ -21,7 +22,7 @@ from services.users.service import UsersService
 from services.users.sessions import SessionService
 from services.users.settings import SIGNING_KEYS_DIR_VAR, UsersSettings
 from services.users.signing import derive_page_token_key, resolve_signing_keys
-from services.users.store import PostgresUserStore
+from services.users.store import OUTBOX_TABLE, PostgresUserStore
 from services.users.throttle import RedisLoginThrottle
 
 SERVICE_NAME = users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name
@@ -56,7 +57,15 @@ async def serve(common: CommonSettings, settings: UsersSettings, lifecycle: Life
         ):
             lifecycle.add_readiness_check("postgres", lambda: postgres_ready(pool))
             lifecycle.add_readiness_check("redis", lambda: redis_ready(redis))
-            users = PostgresUserStore(pool)
+            outbox = Outbox(OUTBOX_TABLE)
+            users = PostgresUserStore(pool, outbox)
+            relay = OutboxRelay(
+                pool,
+                redis,
+                stream=events_stream(stores.namespace),
+                source="users",
+                outbox=outbox,
+            )
             sessions = SessionService(
                 users,
                 PostgresRefreshStore(pool),
@@ -73,12 +82,13 @@ async def serve(common: CommonSettings, settings: UsersSettings, lifecycle: Life
                 refresh_ttl_seconds=settings.refresh_ttl_seconds,
             )
             api = UsersApi(UsersService(users, passwords, page_tokens), sessions, keys)
-            await serve_grpc(
-                common,
-                lifecycle,
-                lambda server: users_pb2_grpc.add_UsersServiceServicer_to_server(api, server),
-                [SERVICE_NAME],
-                verifier=own_verifier(keys, common.tokens),
-            )
+            async with relay.running():
+                await serve_grpc(
+                    common,
+                    lifecycle,
+                    lambda server: users_pb2_grpc.add_UsersServiceServicer_to_server(api, server),
+                    [SERVICE_NAME],
+                    verifier=own_verifier(keys, common.tokens),
+                )
     finally:
         passwords.close()

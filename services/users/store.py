@@ -10,6 +10,7 @@ from typing import Final, Protocol
 
 import asyncpg
 
+from mesh.outbox import Event, Outbox, new_event
 from services.users.page_tokens import Cursor
 
 _COLUMNS: Final = "id, email, display_name, roles, created_at"
@@ -56,33 +57,55 @@ class UserStore(Protocol):
     async def add_role(self, email: str, role: str) -> tuple[UserRecord, bool]: ...
 
 
+OUTBOX_TABLE = "outbox"
+USER_REGISTERED = "user.registered"
+
+
 def _record(row: asyncpg.Record) -> UserRecord:
     return UserRecord(
         row["id"], row["email"], row["display_name"], tuple(row["roles"]), row["created_at"]
     )
 
 
+def registered_event(user: UserRecord) -> Event:
+    """The domain event of a new account (no email: consumers need the id, not the PII)."""
+    return new_event(
+        USER_REGISTERED,
+        str(user.id),
+        {
+            "userId": str(user.id),
+            "roles": list(user.roles),
+            "createdAt": user.created_at.isoformat(),
+        },
+    )
+
+
 class PostgresUserStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, outbox: Outbox | None = None) -> None:
         self._pool = pool
+        self._outbox = outbox or Outbox(OUTBOX_TABLE)
 
     async def create(self, email: str, display_name: str, password_hash: str) -> UserRecord:
+        """Insert the account and its `user.registered` event in one transaction."""
         try:
-            row = await self._pool.fetchrow(
-                f"""
-                INSERT INTO users (id, email, display_name, password_hash)
-                VALUES ($1, $2, $3, $4)
-                RETURNING {_COLUMNS}
-                """,
-                uuid.uuid4(),
-                email,
-                display_name,
-                password_hash,
-            )
+            async with self._pool.acquire() as connection, connection.transaction():
+                row = await connection.fetchrow(
+                    f"""
+                    INSERT INTO users (id, email, display_name, password_hash)
+                    VALUES ($1, $2, $3, $4)
+                    RETURNING {_COLUMNS}
+                    """,
+                    uuid.uuid4(),
+                    email,
+                    display_name,
+                    password_hash,
+                )
+                assert row is not None
+                user = _record(row)
+                await self._outbox.add(connection, registered_event(user))
         except asyncpg.UniqueViolationError:
             raise EmailTaken(email) from None
-        assert row is not None
-        return _record(row)
+        return user
 
     async def get(self, user_id: uuid.UUID) -> UserRecord | None:
         row = await self._pool.fetchrow(f"SELECT {_COLUMNS} FROM users WHERE id = $1", user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -306,3 +307,21 @@ async def test_analytics_takes_the_user_from_the_token(
         await client.close()
     assert stored is not None
     assert stored["userId"] == session["user"]["id"]
+
+
+async def test_a_registration_reaches_analytics_as_a_domain_event(
+    mesh: MeshProcess, backing: BackingUrls, http: aiohttp.ClientSession
+) -> None:
+    _, session = await sign_up(mesh, http)
+    user_id = session["user"]["id"]
+    client: AsyncMongoClient[Any] = AsyncMongoClient(backing.mongo_url)
+    try:
+        events = client[f"{mesh.namespace}analytics"]["service_events"]
+        for _ in range(100):  # outbox relay → Redis Stream → analytics consumer
+            stored = await events.find_one({"type": "user.registered", "userId": user_id})
+            if stored is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+    assert stored is not None, "user.registered never reached analytics"
