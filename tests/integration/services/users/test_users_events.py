@@ -46,5 +46,10 @@ async def test_registration_publishes_user_registered(
     data = orjson.loads(entry["data"])
     assert data["userId"] == user.id
     assert "events@example.org" not in entry["data"]
+    # The relay XADDs, then marks the row relayed when its transaction commits.
     async with users_db(stores) as db:
-        assert await db.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NOT NULL") == 1
+        deadline = time.monotonic() + 10
+        while await db.fetchval("SELECT count(*) FROM outbox WHERE relayed_at IS NULL"):
+            assert time.monotonic() < deadline, "the outbox row was never marked relayed"
+            await asyncio.sleep(0.05)
+        assert await db.fetchval("SELECT count(*) FROM outbox") == 1
