@@ -21,6 +21,10 @@ unless MESH_MONGO_URL is set) and:
    and the CPU seconds of each process (analytics, gateway, the MongoDB-wire server, this
    load generator) per 1,000 events.
 
+In `python -m bench` (scenario 4, `measure`) only the rates are measured, with
+repetitions, on the shared mesh: through the gateway, and at the service alone as the
+baseline (the ratio is the headline); the query checks stay in this module's own run.
+
     python -m bench.analytics_ingest [--events 100000] [--service-events 20000]
 """
 
@@ -43,9 +47,16 @@ from typing import Any
 
 import aiohttp
 import grpc
+import uvloop
 from google.protobuf import json_format
 
 from bench import analytics_reference as reference
+from bench.harness.cores import CoreSplit, pin_self
+from bench.harness.mesh import SharedMesh, store_overrides
+from bench.harness.procfs import CpuMeter, cpu_seconds, find_pid
+from bench.harness.report import Row, ScenarioResult, Table, headline
+from bench.harness.runner import Context, Scenario
+from bench.harness.stats import Figure, column, paired
 from mesh.auth.keys import load_or_create_keys
 from mesh.auth.tokens import TokenIssuer, TokenSettings
 from protos.analytics.v1 import analytics_pb2, analytics_pb2_grpc
@@ -58,7 +69,6 @@ PATHS = tuple(f"/{section}/{n}" for section in ("home", "shop", "blog", "help") 
 SKUS = tuple(f"SKU-{n:03d}" for n in range(60))
 PLANS = ("free", "pro", "team", "enterprise")
 BATCH = 100
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -136,27 +146,6 @@ def generate(count: int, seed: int = 7) -> Generated:
 
 
 # --- measuring ----------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def _find_pid(marker: str, context: str, file: str = "cmdline") -> int | None:
-    """A process whose command line holds `marker` and whose `file` (cmdline or environ)
-    holds `context` (the bench's data folder or namespace: other meshes may be running)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            where = (entry / file).read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in command and context in where:
-            return int(entry.name)
-    return None
 
 
 @dataclass
@@ -372,7 +361,7 @@ async def scenario(
         ("gateway", "-m gateway", f"MESH_NAMESPACE={mesh.namespace}", "environ"),
         ("mongodb-wire server", "secantusd", str(data_dir), "cmdline"),
     ]:
-        pid = _find_pid(marker, context, file)
+        pid = find_pid(marker, context, file)
         if pid is not None:
             pids[name] = pid
     probe = Probe(pids, f"http://127.0.0.1:{mesh.ops_ports['analytics']}/metrics")
@@ -408,6 +397,103 @@ async def scenario(
     return results
 
 
+# --- in the report ------------------------------------------------------------------------
+
+
+def _rate_sample(
+    generated: Generated, seconds: float, totals: Totals, cpu: dict[str, float]
+) -> dict[str, float]:
+    expected = (generated.sent - generated.duplicates, generated.duplicates, 0)
+    wrong = (totals.accepted, totals.duplicates, totals.rejected) != expected
+    return {
+        "events/s": generated.sent / seconds,
+        "batches/s": generated.sent / BATCH / seconds,
+        "errors": float(wrong),
+        **{f"cpu {k}": v / generated.sent * 1000 for k, v in cpu.items()},
+    }
+
+
+async def _repetitions(
+    mesh: SharedMesh, events: int, repetitions: int, concurrency: int, meter: CpuMeter
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    issuer = TokenIssuer(load_or_create_keys(mesh.data_dir / "keys"), TokenSettings())
+    service = mesh.address("analytics")
+    gateway_runs, service_runs = [], []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as http:
+        warm = generate(max(BATCH * concurrency, events // 10), seed=1000)  # warm-up
+        await ingest_through_gateway(http, mesh.gateway, issuer, warm, concurrency)
+        await ingest_at_the_service(service, issuer, generate(len(warm.rows), 1001), concurrency)
+        for repetition in range(repetitions):
+            generated = generate(events, seed=2 * repetition)  # distinct ids every time
+            meter.start()
+            seconds, totals = await ingest_through_gateway(
+                http, mesh.gateway, issuer, generated, concurrency
+            )
+            gateway_runs.append(_rate_sample(generated, seconds, totals, meter.stop()))
+            generated = generate(events, seed=2 * repetition + 1)
+            meter.start()
+            seconds, totals = await ingest_at_the_service(service, issuer, generated, concurrency)
+            service_runs.append(_rate_sample(generated, seconds, totals, meter.stop()))
+    return gateway_runs, service_runs
+
+
+def measure(context: Context) -> ScenarioResult:
+    settings = context.settings
+    mesh = context.mesh()
+    split = CoreSplit.plan(1)
+    mesh.pin(split, gateway_is_measured=True)
+    pin_self(split.load)
+    roles = mesh.roles()
+    meter = CpuMeter(
+        {
+            "gateway": roles.get("gateway", []),
+            "analytics": roles.get("analytics", []),
+            "mongodb-wire": roles.get("mongodb-wire", []),
+            "load (this process)": [os.getpid()],
+        }
+    )
+    events = settings.pick(20_000, 1_000)
+    concurrency = 8
+    gateway_runs, service_runs = uvloop.run(
+        _repetitions(mesh, events, settings.repetitions, concurrency, meter)
+    )
+    return ScenarioResult(
+        4,
+        "analytics_ingest",
+        "Analytics ingest",
+        setup=(
+            f"{events:,} events per repetition (5% deliberate duplicates, out of order) in "
+            f"batches of {BATCH}, {concurrency} batches in flight, each user's batches with "
+            "that user's token: through the gateway (`POST /api/v1/analytics/events:batch`), "
+            "and, as the baseline, the same kind of batches straight to the analytics "
+            "service's gRPC `IngestEvents`. Every answer is checked (accepted + duplicates)."
+        ),
+        cores=split.describe("the gateway") + " (analytics and the MongoDB-wire server with them)",
+        tables=[
+            Table(
+                "Events per second, batches of 100",
+                [
+                    Row.of("through the gateway", gateway_runs),
+                    Row.of("at the service (gRPC, no gateway)", service_runs),
+                ],
+                cpu_unit="CPU s per 1,000 events",
+            )
+        ],
+        headlines=[
+            headline("events/s through the gateway", Figure.of(column(gateway_runs, "events/s"))),
+            headline(
+                "gateway ÷ service alone, events/s",
+                paired(column(gateway_runs, "events/s"), column(service_runs, "events/s")),
+                "x",
+            ),
+        ],
+        errors=int(sum(r["errors"] for r in gateway_runs + service_runs)),
+    )
+
+
+SCENARIO = Scenario(4, "analytics_ingest", "Analytics ingest", measure, uses_mesh=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -417,14 +503,9 @@ def main() -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         data_dir = Path(scratch)
-        base = {
-            k: os.environ[k]
-            for k in ("MESH_POSTGRES_DSN", "MESH_REDIS_URL", "MESH_MONGO_URL")
-            if os.environ.get(k)
-        }
         env, ports, ops_ports, namespace = mesh_env(
             {
-                **base,
+                **store_overrides(),
                 "MESH_LOG_LEVEL": "warning",
                 "OTEL_TRACES_SAMPLER_ARG": "0",
                 # Queries over 100,000 events on the MongoDB-wire server take seconds.

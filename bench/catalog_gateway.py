@@ -11,59 +11,27 @@ is the ratio on/off measured in the same run. Needs `wrk` (Debian package `wrk`)
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
-import re
 import shutil
 import subprocess
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
-import aiohttp
-
+from bench.harness.http_load import wrk
+from bench.harness.mesh import first_product, store_overrides
 from tests.e2e.mesh_process import MESH, mesh_env, start_mesh
-
-LATENCY = re.compile(r"^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$", re.M)
-RATE = re.compile(r"Requests/sec:\s+([0-9.]+)")
-UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def wrk(url: str, seconds: float, connections: int = 64) -> dict[str, float]:
-    result = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{round(seconds)}s", "--latency", url],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=seconds + 30,
-    )
-    figures = {"requests_per_second": float(RATE.search(result.stdout).group(1))}  # type: ignore[union-attr]
-    for percent, value, unit in LATENCY.findall(result.stdout):
-        figures[f"p{percent}_ms"] = float(value) * UNIT_MS[unit]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", result.stdout)
-    figures["non_2xx"] = float(errors.group(1)) if errors else 0.0
-    return figures
-
-
-async def first_product(gateway: str) -> str:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"{gateway}/api/v1/products?pageSize=1") as response,
-    ):
-        body = await response.json()
-    product_id: str = body["products"][0]["id"]
-    return product_id
 
 
 def measure(cache: bool, seconds: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as scratch:
         data_dir = Path(scratch)
-        base = {
-            k: os.environ[k]
-            for k in ("MESH_POSTGRES_DSN", "MESH_REDIS_URL", "MESH_MONGO_URL")
-            if os.environ.get(k)
-        }
         env, ports, ops_ports, namespace = mesh_env(
-            {**base, "MESH_LOG_LEVEL": "warning", "MESH_CATALOG_CACHE": str(cache).lower()},
+            {
+                **store_overrides(),
+                "MESH_LOG_LEVEL": "warning",
+                "MESH_CATALOG_CACHE": str(cache).lower(),
+            },
             data_dir,
         )
         mesh = start_mesh(env, ports, ops_ports, namespace, data_dir / "mesh.log")
@@ -76,9 +44,9 @@ def measure(cache: bool, seconds: float) -> dict[str, float]:
                 capture_output=True,
                 timeout=120,
             )
-            url = f"{mesh.gateway}/api/v1/products/{asyncio.run(first_product(mesh.gateway))}"
+            url = f"{mesh.gateway}/api/v1/products/{first_product(mesh.gateway)}"
             wrk(url, 3)  # warm-up: connections, caches, JIT-free but pools warm
-            return wrk(url, seconds)
+            return asdict(wrk(url, seconds))
         finally:
             mesh.stop()
 

@@ -24,7 +24,8 @@ import asyncpg
 import orjson
 import uvloop
 
-from bench.catalog_support import catalog_processes, latency_line, percentile, stubs
+from bench.catalog_support import catalog_processes, latency_line, stubs
+from bench.harness.stats import percentile
 from mesh.harness import BackingUrls
 from mesh.settings import with_database
 from protos.catalog.v1 import catalog_pb2
@@ -143,7 +144,7 @@ async def run(count: int, rounds: int, concurrency: int) -> None:
         elapsed = time.perf_counter() - started
         print(
             f"  {concurrency} concurrent clients: {total / elapsed:.0f} searches/s, "
-            f"p95 {percentile(latencies, 95) * 1000:.1f} ms"
+            f"p95 {percentile(latencies, 0.95) * 1000:.1f} ms"
         )
 
 

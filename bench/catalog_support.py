@@ -30,6 +30,8 @@ import grpc
 import redis.asyncio as aioredis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench.harness.procfs import cpu_seconds
+from bench.harness.stats import percentile
 from mesh.auth.keys import load_or_create_keys
 from mesh.auth.tokens import TokenIssuer, TokenSettings
 from mesh.harness import BackingConfig, BackingUrls, backing_services, free_port
@@ -37,14 +39,6 @@ from mesh.migrate import POSTGRES_SERVICES, migrate_all
 from mesh.settings import Env, with_database
 from mesh.topology import CATALOG, USERS, ProcessSpec
 from protos.catalog.v1 import catalog_pb2, catalog_pb2_grpc
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 @dataclass
@@ -194,23 +188,14 @@ async def stubs(address: str, channels: int = 4) -> AsyncIterator[list[Any]]:
         yield [catalog_pb2_grpc.CatalogServiceStub(c) for c in opened]
     finally:
         for channel in opened:
-            await channel.close()
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
+            await channel.close(None)
 
 
 def latency_line(samples: Sequence[float]) -> str:
     ms = [s * 1000 for s in samples]
     return (
-        f"p50 {percentile(ms, 50):.2f} ms, p95 {percentile(ms, 95):.2f} ms, "
-        f"p99 {percentile(ms, 99):.2f} ms, mean {statistics.fmean(ms):.2f} ms"
+        f"p50 {percentile(ms, 0.5):.2f} ms, p95 {percentile(ms, 0.95):.2f} ms, "
+        f"p99 {percentile(ms, 0.99):.2f} ms, mean {statistics.fmean(ms):.2f} ms"
     )
 
 

@@ -21,7 +21,8 @@ from typing import Any
 from pymongo import AsyncMongoClient
 
 from bench.chat_load import run_load
-from bench.chat_support import chat_bench, percentile
+from bench.chat_support import chat_bench
+from bench.harness.stats import percentile
 
 
 async def scenario(clients: int, messages: int, kill: bool) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import resource
 import shutil
 import signal
@@ -29,20 +28,13 @@ from pymongo import AsyncMongoClient
 from bench.catalog_support import Process, drop, wait_serving
 from bench.catalog_support import start as start_process
 from bench.catalog_support import stop as stop_process
+from bench.harness.cores import pin
 from mesh.auth.keys import load_or_create_keys
 from mesh.auth.tokens import TokenIssuer, TokenSettings
 from mesh.harness import BackingConfig, BackingUrls, backing_services, free_port
 from mesh.migrate import POSTGRES_SERVICES, migrate_all
 from mesh.settings import Env
 from mesh.topology import CHAT, USERS
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of a process (Linux /proc)."""
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_SIZE
 
 
 def raise_open_files(wanted: int) -> int:
@@ -52,13 +44,6 @@ def raise_open_files(wanted: int) -> int:
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -90,6 +75,7 @@ class ChatBench:
     users: Process
     issuer: TokenIssuer
     chats: list[ChatProcess] = field(default_factory=list)
+    cpus: tuple[int, ...] = ()  # where chat processes run (all of this one's by default)
 
     def user(self) -> tuple[str, str]:
         user_id = str(uuid.uuid4())
@@ -114,6 +100,8 @@ class ChatBench:
             **settings,
         }
         process = start_process(CHAT, env)
+        if self.cpus:
+            pin(process.popen.pid, self.cpus)
         chat = ChatProcess(process, port, ops_port)
         await wait_ready(chat, 60)
         self.chats.append(chat)

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator, Sequence
 import orjson
 from aiohttp import web
 
+from gateway.console import add_console_routes
+from gateway.edge import Edge
 from gateway.health import health
 from gateway.http_proxy import CHAT_OPENAPI_PATHS, add_chat_routes
 from gateway.keys import (
     OPENAPI_KEY,
+    RATE_LIMITER_KEY,
     ROUTES_KEY,
     SERVICES_KEY,
     SETTINGS_KEY,
@@ -25,6 +28,7 @@ from gateway.keys import (
     WEBSOCKETS_KEY,
 )
 from gateway.openapi import build_openapi
+from gateway.ratelimit import RateLimiter, add_rate_limit_headers
 from gateway.routing import Route, UpstreamService, build_routes
 from gateway.settings import GatewaySettings
 from gateway.unary_proxy import unary_handler
@@ -50,11 +54,19 @@ async def _verifier(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _rate_limiter(app: web.Application) -> AsyncIterator[None]:
+    async with RateLimiter.open(app[SETTINGS_KEY].rate_limits) as limiter:
+        app[RATE_LIMITER_KEY] = limiter
+        yield
+
+
 async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI_KEY], content_type="application/json")
 
 
-def add_routes(router: web.UrlDispatcher, routes: Sequence[Route]) -> None:
+def add_routes(
+    router: web.UrlDispatcher, routes: Sequence[Route], settings: GatewaySettings
+) -> None:
     """One aiohttp resource per path template, one route per HTTP method on it.
 
     A GET also answers HEAD (as aiohttp's `add_get` does) unless a rule binds HEAD itself.
@@ -66,7 +78,7 @@ def add_routes(router: web.UrlDispatcher, routes: Sequence[Route]) -> None:
         if path not in resources:
             resources[path] = router.add_resource(path)
             methods[path] = {r.http_method for r in routes if r.template.aiohttp_path == path}
-        handler = unary_handler(route)
+        handler = unary_handler(route, settings.route_policy(route.method.full_name))
         resources[path].add_route(route.http_method, handler)
         if route.http_method == "GET" and "HEAD" not in methods[path]:
             resources[path].add_route("HEAD", handler)
@@ -77,24 +89,29 @@ def create_app(
 ) -> web.Application:
     """The gateway app for `settings`, exposing `services` (the protos' registry by default)."""
     routes = build_routes(services)
+    edge = Edge.for_gateway(settings, routes)
     app = web.Application(
-        middlewares=[request_id_middleware, problem_middleware],
-        client_max_size=settings.body_limit_bytes,
+        middlewares=[request_id_middleware, problem_middleware, *edge.middlewares],
+        client_max_size=edge.client_max_size,
     )
     app.on_response_prepare.append(echo_request_id)
+    edge.install(app)  # CORS and security headers on every response; request-head timeout
+    app.on_response_prepare.append(add_rate_limit_headers)
     app[SETTINGS_KEY] = settings
     app[SERVICES_KEY] = tuple(services)
     app[ROUTES_KEY] = routes
     document = build_openapi(routes)
     document["paths"].update(CHAT_OPENAPI_PATHS)
     app[OPENAPI_KEY] = orjson.dumps(document)
-    add_routes(app.router, routes)
+    add_routes(app.router, routes, settings)
     add_chat_routes(app.router)
     app.router.add_get("/openapi.json", openapi_document)
     app.router.add_get("/health", health)
+    add_console_routes(app.router)  # the web console at /, the API docs at /docs
     app.router.add_get(WS_PATH, ws_chat)
     app[WEBSOCKETS_KEY] = weakref.WeakSet()
     app.on_shutdown.append(close_websockets)
     app.cleanup_ctx.append(_upstreams)
     app.cleanup_ctx.append(_verifier)
+    app.cleanup_ctx.append(_rate_limiter)
     return app

@@ -2,11 +2,14 @@
 
 Chat's REST API is plain HTTP (aiohttp routes), not gRPC, so it is proxied rather than
 transcoded. Only signed-in users get through: the bearer token is verified here before any
-byte goes upstream, and chat verifies it again. Request and response bodies stream through
-without being buffered; end-to-end headers pass, hop-by-hop ones (RFC 9110 section 7.6.1)
+byte goes upstream, and chat verifies it again. A request body is read up to the route's
+limit (413 past it) and sent on; the response body streams back without being buffered;
+end-to-end headers pass, hop-by-hop ones (RFC 9110 section 7.6.1)
 do not. A replica that refuses the connection is skipped for the next one (nothing was sent
 to it, so this is safe for any method); if none answers, the client gets a 503 problem, and
-a replica that accepts but does not answer in time a 504.
+a replica that accepts but does not answer in time a 504. Chat has a circuit breaker like
+the gRPC upstreams (named "chat"): those failures and chat's 5xx answers count, and while it
+is open requests get a 503 with ``Retry-After`` without reaching chat.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import aiohttp
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY
+from gateway.body import read_limited
+from gateway.keys import RATE_LIMITER_KEY, SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY
+from gateway.policy import CHAT_HTTP
 from gateway.upstreams import CHAT
 from mesh.auth.access import USER, authorize
 from mesh.errors import ServiceError
@@ -55,15 +60,27 @@ def _end_to_end(headers: Any) -> CIMultiDict[str]:
 async def chat_http(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     try:  # before the body is read: an unauthorised caller costs no upload
-        await authorize(USER, request.headers.get(hdrs.AUTHORIZATION), request.app[VERIFIER_KEY])
+        caller = await authorize(
+            USER, request.headers.get(hdrs.AUTHORIZATION), request.app[VERIFIER_KEY]
+        )
     except ServiceError as exc:
         raise problem_from_service_error(exc) from None
+    rate_limit = settings.route_policy(CHAT_HTTP).rate_limit
+    if rate_limit is not None:  # before the upload, as for transcoded routes
+        await request.app[RATE_LIMITER_KEY].admit(request, rate_limit, caller)
+    body_limit = settings.route_policy(CHAT_HTTP).body_limit_bytes
     length = request.content_length
-    if length is not None and length > settings.body_limit_bytes:
+    if length is not None and length > body_limit:
         raise ProblemError(
-            413, f"The body is over the limit of {settings.body_limit_bytes} bytes.",
+            413, f"The request body exceeds the limit of {body_limit} bytes.",
             close_connection=True,
         )  # fmt: skip
+    # A body of announced length streams through; a chunked one is read first (413 past it).
+    body = (
+        (request.content if length is not None else await read_limited(request, body_limit))
+        if request.body_exists
+        else None
+    )
     headers = _end_to_end(request.headers)
     request_id = request_id_of(request)
     if request_id is not None:
@@ -74,31 +91,38 @@ async def chat_http(request: web.Request) -> web.StreamResponse:
         sock_connect=settings.upstream_timeout_seconds,
         sock_read=settings.upstream_timeout_seconds,
     )
-    for base in upstreams.chat_candidates():
-        try:
-            async with upstreams.http.request(
-                request.method,
-                base + request.rel_url.raw_path_qs,
-                headers=headers,
-                data=request.content if request.body_exists else None,
-                timeout=timeout,
-                allow_redirects=False,
-            ) as upstream:
-                return await _stream_back(request, upstream)
-        except aiohttp.ClientConnectorError:
-            continue  # refused or unreachable before anything was sent: the next replica
-        except (TimeoutError, aiohttp.ServerTimeoutError):
-            raise ProblemError(
-                504,
-                f"The upstream service '{CHAT}' did not answer in time.",
-                extensions={"upstream": CHAT},
-            ) from None
-        except aiohttp.ClientError:
-            raise ProblemError(
-                502,
-                f"The upstream service '{CHAT}' failed to answer.",
-                extensions={"upstream": CHAT},
-            ) from None
+    # Chat's breaker judges the request once: a 5xx, a timeout, a broken or refused
+    # connection (every replica) is a failure; a client that goes away first, nothing.
+    with upstreams.chat_verdict() as verdict:
+        for base in upstreams.chat_candidates():
+            try:
+                async with upstreams.http.request(
+                    request.method,
+                    base + request.rel_url.raw_path_qs,
+                    headers=headers,
+                    data=body,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as upstream:
+                    verdict.give(failed=upstream.status >= 500)
+                    return await _stream_back(request, upstream)
+            except aiohttp.ClientConnectorError:
+                continue  # refused or unreachable before anything was sent: the next replica
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                verdict.give(failed=True)
+                raise ProblemError(
+                    504,
+                    f"The upstream service '{CHAT}' did not answer in time.",
+                    extensions={"upstream": CHAT},
+                ) from None
+            except aiohttp.ClientError:
+                verdict.give(failed=True)
+                raise ProblemError(
+                    502,
+                    f"The upstream service '{CHAT}' failed to answer.",
+                    extensions={"upstream": CHAT},
+                ) from None
+        verdict.give(failed=True)
     raise ProblemError(
         503,
         f"The upstream service '{CHAT}' is unavailable.",

@@ -7,6 +7,7 @@ from typing import Final
 
 from aiohttp import web
 
+from gateway.ratelimit import RateLimiter
 from gateway.routing import Route, UpstreamService
 from gateway.settings import GatewaySettings
 from gateway.upstreams import Upstreams
@@ -19,3 +20,4 @@ UPSTREAMS_KEY: Final = web.AppKey("gateway_upstreams", Upstreams)
 SERVICES_KEY: Final = web.AppKey("gateway_services", tuple[UpstreamService, ...])
 WEBSOCKETS_KEY: Final = web.AppKey("gateway_websockets", weakref.WeakSet[web.WebSocketResponse])
 VERIFIER_KEY: Final = web.AppKey("gateway_token_verifier", TokenVerifier)
+RATE_LIMITER_KEY: Final = web.AppKey("gateway_rate_limiter", RateLimiter)

@@ -11,6 +11,13 @@ Targets: IPv4 (or IPv6) literals form one static list; a single host name become
 ``dns:///host:port`` (its A records are balanced, as with a Kubernetes headless service);
 several host names cannot share one target, so the channels take them in turn (the pool
 grows to at least one channel per address).
+
+Tracing: every call made through `PooledUnaryUnary` is a CLIENT span
+``<package.Service>/<Method>`` (child of the current span) whose W3C context travels in the
+call's metadata (``traceparent``), so the service's server span continues the caller's
+trace. Done here, not with a channel interceptor: grpc.aio interceptors put every call
+through an extra task and wrapper, and this is the gateway's hot path. A call made while
+instrumentation is suppressed (a health probe) carries no context and makes no span.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 import grpc
 import grpc.aio
+from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 TRequest = TypeVar("TRequest")
 TResponse = TypeVar("TResponse")
@@ -35,11 +46,15 @@ DEFAULT_OPTIONS: Final[tuple[ChannelOption, ...]] = (
     ("grpc.keepalive_permit_without_calls", 0),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # A restarted replica is reconnected within 2 s (gRPC's default backoff grows to 120 s,
+    # which would fail a circuit breaker's probes long after the upstream is back).
+    ("grpc.max_reconnect_backoff_ms", 2_000),
 )
 _BALANCING: Final[tuple[ChannelOption, ...]] = (
     ("grpc.lb_policy_name", "round_robin"),
     ("grpc.use_local_subchannel_pool", 1),
 )
+_tracer = trace.get_tracer("mesh.grpc")
 
 
 def _ip_version(address: str) -> int | None:
@@ -71,9 +86,18 @@ class PooledUnaryUnary(Generic[TRequest, TResponse]):
         self,
         pool: ChannelPool,
         callables: Sequence[grpc.aio.UnaryUnaryMultiCallable[TRequest, TResponse]],
+        method: str = "/unknown/unknown",
     ) -> None:
         self._pool = pool
         self._callables = tuple(callables)
+        self._span_name = method.lstrip("/")
+        service, _, name = self._span_name.partition("/")
+        self._attributes = {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            "server.address": ",".join(pool.addresses),
+        }
 
     def __call__(
         self,
@@ -83,10 +107,88 @@ class PooledUnaryUnary(Generic[TRequest, TResponse]):
         metadata: grpc.aio.MetadataType | None = None,
     ) -> grpc.aio.UnaryUnaryCall[TRequest, TResponse]:
         callable_ = self._callables[self._pool.next_index()]
-        call: grpc.aio.UnaryUnaryCall[TRequest, TResponse] = callable_(
-            request, timeout=timeout, metadata=metadata
+        if not is_instrumentation_enabled():
+            call: grpc.aio.UnaryUnaryCall[TRequest, TResponse] = callable_(
+                request, timeout=timeout, metadata=metadata
+            )
+            return call
+        span = _tracer.start_span(
+            self._span_name, kind=SpanKind.CLIENT, attributes=self._attributes
         )
-        return call
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(span))
+        traced_metadata = (*(metadata or ()), *carrier.items())
+        try:
+            call = callable_(request, timeout=timeout, metadata=traced_metadata)
+        except BaseException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            span.end()
+            raise
+        return TracedUnaryUnaryCall(call, span)
+
+
+class TracedUnaryUnaryCall(grpc.aio.UnaryUnaryCall[TRequest, TResponse]):
+    """A call whose CLIENT span ends, with the call's status, when the call is awaited."""
+
+    __slots__ = ("_call", "_span")
+
+    def __init__(self, call: grpc.aio.UnaryUnaryCall[TRequest, TResponse], span: trace.Span):
+        self._call = call
+        self._span: trace.Span | None = span
+
+    def _finish(self, code: grpc.StatusCode) -> None:
+        span, self._span = self._span, None
+        if span is None:
+            return
+        span.set_attribute("rpc.grpc.status_code", code.value[0])
+        if code is not grpc.StatusCode.OK:
+            span.set_status(Status(StatusCode.ERROR, code.name))
+        span.end()
+
+    def __await__(self) -> Generator[Any, None, TResponse]:
+        try:
+            response = yield from self._call.__await__()
+        except grpc.RpcError as error:
+            self._finish(error.code())
+            raise
+        except BaseException:
+            self._finish(grpc.StatusCode.CANCELLED)
+            raise
+        self._finish(grpc.StatusCode.OK)
+        return response
+
+    # Everything else is the call's own.
+
+    def cancelled(self) -> bool:
+        return self._call.cancelled()
+
+    def done(self) -> bool:
+        return self._call.done()
+
+    def time_remaining(self) -> float | None:
+        return self._call.time_remaining()
+
+    def cancel(self) -> bool:
+        return self._call.cancel()
+
+    def add_done_callback(self, callback: grpc.aio.DoneCallbackType) -> None:
+        self._call.add_done_callback(callback)
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        return await self._call.trailing_metadata()
+
+    async def code(self) -> grpc.StatusCode:
+        return await self._call.code()
+
+    async def details(self) -> str:
+        return await self._call.details()
+
+    async def wait_for_connection(self) -> None:
+        await self._call.wait_for_connection()
 
 
 class ChannelPool:
@@ -150,6 +252,7 @@ class ChannelPool:
                     )
                     for channel in self._channels
                 ],
+                method,
             )
             self._unary_unary[method] = cached
         return cached

@@ -1,9 +1,16 @@
 """The grpc.aio server bootstrap every gRPC service uses.
 
-It adds the standard health service (`grpc.health.v1`) and server reflection, a server
-interceptor for metrics and domain-error mapping, OpenTelemetry's server interceptor for
-tracing, and the stop sequence: readiness and health go NOT_SERVING first, in-flight calls
-get the grace period, then the server closes.
+It adds the standard health service (`grpc.health.v1`) and server reflection, one server
+interceptor for tracing, metrics and domain-error mapping, and the stop sequence: readiness
+and health go NOT_SERVING first, in-flight calls get the grace period, then the server
+closes.
+
+Tracing: each call of a service method is a SERVER span named ``<package.Service>/<Method>``
+continuing the caller's W3C trace context from the call's metadata (``traceparent``). Its
+status is an error for the codes that signal a server fault (UNKNOWN, DEADLINE_EXCEEDED,
+UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS; a call cancelled because its deadline
+passed counts as DEADLINE_EXCEEDED), not for a caller's mistake (NOT_FOUND,
+INVALID_ARGUMENT...). Health checks and reflection are neither traced nor measured.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import grpc
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from mesh.auth.access import authorize, method_access
 from mesh.auth.identity import caller_var
@@ -29,16 +39,29 @@ from mesh.lifecycle import Lifecycle
 from mesh.metrics import GRPC_DURATION, GRPC_HANDLED
 from mesh.netbind import port_in_use, port_is_free
 from mesh.ops import ops_server
+from mesh.telemetry import exemplar
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("mesh.grpc")
+
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+_tracer = trace.get_tracer("mesh.grpc")
 
 Register = Callable[[grpc.aio.Server], None]
 Handler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Access control, RED metrics per method, and domain errors as rich gRPC statuses.
+    """Access control, a span and RED metrics per call, and domain errors as rich gRPC statuses.
 
     Only the methods of `service_names` are wrapped (health and reflection pass through);
     each is checked against its `(mesh.v1.access)` option before the handler runs, and the
@@ -81,48 +104,76 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any], key: str) -> str | No
     return None
 
 
+def _carrier(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    """The call's text metadata, for the trace context propagator."""
+    return {
+        name: value for name, value in context.invocation_metadata() or () if isinstance(value, str)
+    }
+
+
 def _wrap(
     inner: Handler, service: str, method: str, access: int, verifier: TokenVerifier
 ) -> Handler:
     duration = GRPC_DURATION.labels(service, method)
+    span_name = f"{service}/{method}"
+    attributes = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         request_id = request_id_var.set(_metadata(context, "x-request-id"))
-        try:
-            caller = await authorize(access, _metadata(context, "authorization"), verifier)
-            caller_token = caller_var.set(caller)
+        with _tracer.start_as_current_span(
+            span_name,
+            context=extract(_carrier(context)),
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
-                return await inner(request, context)
+                caller = await authorize(access, _metadata(context, "authorization"), verifier)
+                caller_token = caller_var.set(caller)
+                try:
+                    return await inner(request, context)
+                finally:
+                    caller_var.reset(caller_token)
+            except ServiceError as exc:
+                code = exc.code
+                await context.abort_with_status(to_grpc_status(exc))  # type: ignore[attr-defined]
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception as exc:
+                code = grpc.StatusCode.INTERNAL
+                span.record_exception(exc)
+                log.exception("unhandled error in %s/%s", service, method)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             finally:
-                caller_var.reset(caller_token)
-        except ServiceError as exc:
-            code = exc.code
-            await context.abort_with_status(to_grpc_status(exc))  # type: ignore[attr-defined]
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unhandled error in %s/%s", service, method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        finally:
-            request_id_var.reset(request_id)
-            duration.observe(time.perf_counter() - started)
-            GRPC_HANDLED.labels(service, method, code.name).inc()
+                request_id_var.reset(request_id)
+                fault = _trace_outcome(span, code, context)
+                elapsed = time.perf_counter() - started
+                duration.observe(elapsed, exemplar(span, error=fault))
+                GRPC_HANDLED.labels(service, method, code.name).inc()
 
     return handle
 
 
-def _tracing_interceptor() -> grpc.aio.ServerInterceptor[Any, Any]:
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor
-
-    interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor()  # type: ignore[no-untyped-call]
-    return interceptor
+def _trace_outcome(
+    span: trace.Span, code: grpc.StatusCode, context: grpc.aio.ServicerContext[Any, Any]
+) -> bool:
+    """Record the call's outcome on its span; True when it was a server fault."""
+    if code is grpc.StatusCode.CANCELLED:
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            code = grpc.StatusCode.DEADLINE_EXCEEDED  # the caller's deadline, not a hang-up
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in SERVER_FAULTS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+        return True
+    return False
 
 
 async def serve_grpc(
@@ -135,7 +186,7 @@ async def serve_grpc(
 ) -> None:
     """Serve until a stop is requested, then stop gracefully. Returns when stopped."""
     server = grpc.aio.server(
-        interceptors=[_tracing_interceptor(), ServiceInterceptor(service_names, verifier)],
+        interceptors=[ServiceInterceptor(service_names, verifier)],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -2,6 +2,15 @@
 
 Label values are bounded: HTTP routes are labelled by their template, gRPC calls by
 service and method name, never by raw paths or ids.
+
+Several processes of one service (the gateway's ``--workers``) run prometheus_client's
+multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, see `mesh.ops`): counters and histograms
+are summed over the processes; every Gauge must say how its values combine with
+``multiprocess_mode`` (ignored by a single process): ``livesum`` for amounts a process holds
+(open connections, in-flight calls), ``livemax``/``livemin`` for states where the worst
+process speaks for all (``live``: only processes still running count), ``mostrecent`` for
+one value every process sets alike. Multiprocess mode keeps no exemplars, which is why
+containers run one gateway process each (``MESH_GATEWAY_WORKERS=1``) and scale by replicas.
 """
 
 from __future__ import annotations
@@ -47,4 +56,8 @@ GRPC_DURATION: Final = Histogram(
     ["grpc_service", "grpc_method"],
     buckets=LATENCY_BUCKETS,
 )
-PROCESS_READY: Final = Gauge("mesh_process_ready", "1 while the process reports ready.")
+PROCESS_READY: Final = Gauge(
+    "mesh_process_ready",
+    "1 while the process (with workers: every live worker) reports ready.",
+    multiprocess_mode="livemin",
+)

@@ -20,7 +20,7 @@ from mesh.lifecycle import Lifecycle
 from mesh.logs import configure_logging
 from mesh.netbind import StartupError
 from mesh.settings import Env, SettingsError
-from mesh.telemetry import setup_tracing
+from mesh.telemetry import TracingOptions, setup_tracing
 from mesh.topology import ProcessSpec
 
 EX_CONFIG = 78
@@ -34,11 +34,12 @@ def run_process(spec: ProcessSpec, load: Callable[[Env], S], main: ProcessMain[S
     env = Env()
     try:
         common = CommonSettings.from_env(env, spec)
+        tracing = TracingOptions.from_env(env)
         settings = load(env)
     except SettingsError as exc:
         _fail(spec, str(exc), EX_CONFIG)
     configure_logging(spec.name, common.log_level)
-    provider = setup_tracing(common)
+    provider = setup_tracing(common, tracing)
 
     async def lifetime() -> None:
         lifecycle = Lifecycle()

@@ -3,17 +3,24 @@
 Each opener checks the server really answers (a query, PING, `ping`) within a short
 timeout; on failure it raises `StartupError` naming the variable that holds the URL, with
 the password redacted. Every opener is an async context manager that closes what it opened.
+
+PostgreSQL pools are measured while open: ``mesh_db_pool_connections{pool, state}`` (state
+``in_use`` or ``idle``) and ``mesh_db_pool_max_connections{pool}``, read from the pools
+when Prometheus scrapes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pymongo import AsyncMongoClient
 
 from mesh.netbind import StartupError
@@ -21,6 +28,43 @@ from mesh.settings import redact_url
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 REDIS_MAX_CONNECTIONS = 100
+
+
+class PoolCollector(Collector):
+    """The open PostgreSQL pools' connections, by pool name, read at scrape time."""
+
+    def __init__(self) -> None:
+        self._pools: dict[str, asyncpg.Pool] = {}
+
+    def add(self, name: str, pool: asyncpg.Pool) -> None:
+        self._pools[name] = pool
+
+    def remove(self, name: str, pool: asyncpg.Pool) -> None:
+        if self._pools.get(name) is pool:
+            del self._pools[name]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        connections = GaugeMetricFamily(
+            "mesh_db_pool_connections",
+            "PostgreSQL pool connections, in use (lent out) or idle.",
+            labels=["pool", "state"],
+        )
+        maximum = GaugeMetricFamily(
+            "mesh_db_pool_max_connections",
+            "The most connections a PostgreSQL pool opens.",
+            labels=["pool"],
+        )
+        for name, pool in list(self._pools.items()):
+            idle = pool.get_idle_size()
+            connections.add_metric([name, "in_use"], pool.get_size() - idle)
+            connections.add_metric([name, "idle"], idle)
+            maximum.add_metric([name], pool.get_max_size())
+        yield connections
+        yield maximum
+
+
+POOLS: Final = PoolCollector()
+REGISTRY.register(POOLS)
 
 
 def _unreachable(variable: str, url: str, exc: BaseException) -> StartupError:
@@ -36,8 +80,9 @@ async def postgres_pool(
     min_size: int = 2,
     max_size: int = 10,
     reset_on_release: bool = True,
+    name: str = "postgres",
 ) -> AsyncIterator[asyncpg.Pool]:
-    """A pool of `min_size` to `max_size` connections.
+    """A pool of `min_size` to `max_size` connections, measured as `name`.
 
     `reset_on_release=False` skips asyncpg's reset query (RESET ALL, UNLISTEN, advisory
     unlock...) when a connection goes back to the pool: one round trip less per use, for
@@ -56,9 +101,11 @@ async def postgres_pool(
         )
     except (OSError, asyncpg.PostgresError, TimeoutError, ValueError) as exc:
         raise _unreachable(variable, dsn, exc) from None
+    POOLS.add(name, pool)
     try:
         yield pool
     finally:
+        POOLS.remove(name, pool)
         await pool.close()
 
 

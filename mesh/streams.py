@@ -23,6 +23,17 @@ the group, named by its instance id, so the entries are shared between the repli
 The Redis client must allow a blocking read: a socket timeout longer than `block_seconds`
 (`mesh.cache.lazy_redis(url, block_seconds + 3)` is one; it also lets the process start
 while Redis is down: the consumer retries with a growing pause and logs once).
+
+Tracing: each batch handed to the handler is a CONSUMER span ``process <stream>``, the root
+of a trace of its own (a batch mixes entries of many requests), with a link to the W3C
+context each entry carries (``traceparent``, written by `mesh.outbox`); it is sampled when
+any linked trace was. The handler's own calls (the store's writes) are its children.
+
+Metrics, besides the entry counters: every `measure_every_seconds` (in a task of its own, so
+a stuck handler still shows) the group's lag in seconds (the age of the oldest entry not yet
+delivered to the group: 0 when caught up, growing while the consumers fall behind or
+stall), its lag in entries (Redis 7+ reports it) and its pending entries (delivered, not yet
+acknowledged).
 """
 
 from __future__ import annotations
@@ -36,7 +47,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis.asyncio as aioredis
-from prometheus_client import Counter
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from prometheus_client import Counter, Gauge
 from redis.exceptions import ResponseError
 
 log = logging.getLogger("mesh.streams")
@@ -52,6 +66,23 @@ STREAM_ERRORS: Final = Counter(
     "Consumer rounds that failed (Redis or the handler); the entries are retried.",
     ["group"],
 )
+STREAM_LAG_SECONDS: Final = Gauge(
+    "mesh_stream_consumer_lag_seconds",
+    "Age of the oldest stream entry not yet delivered to the consumer group (0: caught up).",
+    ["group"],
+)
+STREAM_LAG_ENTRIES: Final = Gauge(
+    "mesh_stream_consumer_lag_entries",
+    "Stream entries not yet delivered to the consumer group (as Redis 7+ reports it).",
+    ["group"],
+)
+STREAM_PENDING: Final = Gauge(
+    "mesh_stream_consumer_pending_entries",
+    "Stream entries delivered to the consumer group and not yet acknowledged.",
+    ["group"],
+)
+MAX_LINKS: Final = 128  # the SDK's default limit of links per span
+_tracer = trace.get_tracer("mesh.streams")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +95,19 @@ class StreamEntry:
 
 
 Handler = Callable[[Sequence[StreamEntry]], Awaitable[None]]
+
+
+def entry_link(entry: StreamEntry) -> Link | None:
+    """A link to the trace context `entry` carries, if it carries a valid one."""
+    if "traceparent" not in entry.fields:
+        return None
+    context = trace.get_current_span(propagate.extract(entry.fields)).get_span_context()
+    return Link(context) if context.is_valid else None
+
+
+def entry_id_millis(entry_id: str) -> int:
+    """The time part of a stream entry id (``<milliseconds>-<sequence>``)."""
+    return int(entry_id.partition("-")[0])
 
 
 def _text(value: bytes | str) -> str:
@@ -97,6 +141,7 @@ class StreamConsumer:
         forget_after_seconds: float = 24 * 3600,
         retry_seconds: float = 0.5,
         stop_seconds: float = 5.0,
+        measure_every_seconds: float = 5.0,
     ) -> None:
         if batch_size < 1 or block_seconds <= 0 or claim_idle_seconds <= 0:
             raise ValueError("batch_size, block_seconds and claim_idle_seconds must be positive")
@@ -122,6 +167,11 @@ class StreamConsumer:
         self._read_entries = STREAM_ENTRIES.labels(group, "read")
         self._claimed_entries = STREAM_ENTRIES.labels(group, "claimed")
         self._errors = STREAM_ERRORS.labels(group)
+        self._measure_every = measure_every_seconds
+        self._lag_seconds = STREAM_LAG_SECONDS.labels(group)
+        self._lag_entries = STREAM_LAG_ENTRIES.labels(group)
+        self._pending = STREAM_PENDING.labels(group)
+        self._span_name = f"process {stream}"
 
     async def ensure_group(self) -> None:
         """Create the stream and the group if they do not exist yet."""
@@ -182,6 +232,34 @@ class StreamConsumer:
                 await self._redis.xgroup_delconsumer(self.stream, self.group, name)
                 forgotten.append(name)
         return forgotten
+
+    async def measure_lag(self) -> float:
+        """Update the lag and pending gauges from Redis; returns the lag in seconds."""
+        groups = await self._redis.xinfo_groups(self.stream)
+        info = next((g for g in groups if _text(g["name"]) == self.group), None)
+        if info is None:
+            return 0.0
+        self._pending.set(int(info["pending"]))
+        if info.get("lag") is not None:
+            self._lag_entries.set(int(info["lag"]))
+        last_delivered = _text(info["last-delivered-id"])
+        oldest = await self._redis.xrange(self.stream, min=f"({last_delivered}", count=1)
+        lag = 0.0
+        first_id = oldest[0][0] if oldest else None
+        if first_id is not None:
+            lag = max(0.0, time.time() - entry_id_millis(_text(first_id)) / 1000)
+        self._lag_seconds.set(lag)
+        return lag
+
+    async def _measure_until_stopped(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                if self._group_ready:
+                    await self.measure_lag()
+            except Exception as exc:  # Redis down: the read loop logs it
+                log.debug("measuring the lag of %s failed: %s", self.stream, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._measure_every)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -255,20 +333,52 @@ class StreamConsumer:
     async def _handle(self, entries: list[StreamEntry], counter: Counter) -> int:
         live = [e for e in entries if e.fields]
         if live:
-            await self._handler(live)
+            await self._traced(live)
         await self._redis.xack(self.stream, self.group, *(e.id for e in entries))
         counter.inc(len(entries))
         return len(entries)
+
+    async def _traced(self, entries: list[StreamEntry]) -> None:
+        links = [link for link in map(entry_link, entries) if link is not None]
+        with (
+            _tracer.start_as_current_span(
+                self._span_name,
+                context=Context(),  # a root: the batch belongs to no single request
+                kind=SpanKind.CONSUMER,
+                links=links[:MAX_LINKS],
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "messaging.destination.name": self.stream,
+                    "messaging.consumer.group.name": self.group,
+                    "messaging.batch.message_count": len(entries),
+                },
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span
+        ):
+            try:
+                await self._handler(entries)
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                raise
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[StreamConsumer]:
         """Consume in the background; on exit, stop (a batch in hand is finished first)."""
         self._stopping.clear()
         task = asyncio.create_task(self.run(), name=f"stream-{self.group}-{self.consumer}")
+        measuring = asyncio.create_task(
+            self._measure_until_stopped(), name=f"stream-lag-{self.group}"
+        )
         try:
             yield self
         finally:
             self.stop()
+            measuring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await measuring
             try:
                 await asyncio.wait_for(asyncio.shield(task), self._stop_seconds)
             except TimeoutError:

@@ -8,6 +8,12 @@ foreground. A child that dies is restarted with exponential backoff (0.5 s doubl
 30 s, reset after 30 s of good health) and the restart is logged. SIGINT or SIGTERM stops
 the children (gateway first), then the backing services, and exits 0.
 
+The gateway runs ``MESH_GATEWAY_WORKERS`` processes (default: one per core) behind one
+``python -m gateway`` parent (`gateway.workers`): the supervisor sees only the parent, waits
+for readiness on the shared ops port (any worker answers), and stops it with SIGTERM, which
+the parent passes to its workers; a child that does not stop in time is killed with its
+whole process group, so no worker outlives it.
+
 A process whose spec allows replicas (chat) runs ``MESH_<NAME>_REPLICAS`` copies, named
 ``chat-1``, ``chat-2``...: on consecutive ports from ``MESH_CHAT_PORT`` and
 ``MESH_CHAT_OPS_PORT``, or on the ports listed in ``MESH_CHAT_PORTS`` and
@@ -162,7 +168,9 @@ class Child:
             return await asyncio.wait_for(process.wait(), timeout)
         except TimeoutError:
             log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
-            process.kill()
+            # Its whole process group (it leads its own session): a gateway's workers too.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             return await process.wait()
 
 
@@ -338,8 +346,8 @@ class Supervisor:
             )
         gateway = next(e for e in self._settings.endpoints if e.spec.name == "gateway")
         lines.append(
-            f"\n  gateway:  http://{gateway.host}:{gateway.port}   "
-            f"(OpenAPI: http://{gateway.host}:{gateway.port}/openapi.json)"
+            f"\n  gateway:  http://{gateway.host}:{gateway.port}   (web console; API docs: "
+            f"http://{gateway.host}:{gateway.port}/docs, OpenAPI: /openapi.json)"
         )
         lines.append("  Ctrl-C stops everything.\n")
         print("\n".join(lines), flush=True)

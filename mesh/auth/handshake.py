@@ -83,8 +83,12 @@ def origin_allowed(origin: str | None, allowed: frozenset[str]) -> bool:
 
 
 def allowed_origins(env: Env) -> frozenset[str]:
-    """``MESH_ALLOWED_ORIGINS``: comma-separated ``scheme://host[:port]`` values, or ``*``."""
-    raw = env.str(ALLOWED_ORIGINS_VAR, ",".join(DEFAULT_ALLOWED_ORIGINS))
+    """``MESH_ALLOWED_ORIGINS``: comma-separated ``scheme://host[:port]`` values, or ``*``;
+    unset, the gateway's origin on ``MESH_GATEWAY_PORT`` (8080 by default)."""
+    # Unset: the gateway's own pages (the web console) on the port it really listens on.
+    port = env.port(GATEWAY.port_var, GATEWAY.port)
+    default = f"http://localhost:{port},http://127.0.0.1:{port}"
+    raw = env.str(ALLOWED_ORIGINS_VAR, default)
     origins = [o.strip() for o in raw.split(",") if o.strip()]
     for origin in origins:
         if origin == ANY_ORIGIN:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Final
 
 import orjson
-from prometheus_client import Counter
 
 from mesh.streams import StreamEntry
 from services.analytics.events import (
@@ -30,18 +29,13 @@ from services.analytics.events import (
     check_property_keys,
     parse_rfc3339,
 )
+from services.analytics.metrics import SERVICES, count_events
 from services.analytics.store import EventStore, ServiceEvent
 
 log = logging.getLogger("analytics.domain_events")
 
 CONSUMER_GROUP: Final = "analytics"
 MAX_ID_LENGTH: Final = 128
-
-DOMAIN_EVENTS: Final = Counter(
-    "analytics_domain_events_total",
-    "Domain events taken from the stream, by outcome (stored, duplicate, malformed).",
-    ["outcome"],
-)
 
 
 def parse_entry(entry: StreamEntry) -> ServiceEvent:
@@ -95,8 +89,6 @@ class DomainEventSink:
             try:
                 events.append(parse_entry(entry))
             except EventRejected as exc:
-                DOMAIN_EVENTS.labels("malformed").inc()
                 log.warning("skipping stream entry %s: %s", entry.id, exc)
         outcome = await self._store.insert_service_events(events, datetime.now(UTC))
-        DOMAIN_EVENTS.labels("stored").inc(outcome.inserted)
-        DOMAIN_EVENTS.labels("duplicate").inc(outcome.duplicates)
+        count_events(SERVICES, outcome.inserted, outcome.duplicates, len(entries) - len(events))

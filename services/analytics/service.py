@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from mesh.errors import FieldError, invalid
 from services.analytics.events import EventRejected, ValidEvent, validate_event
+from services.analytics.metrics import CLIENTS, count_events
 from services.analytics.queries import FunnelQuery, SeriesQuery, TopQuery
 from services.analytics.store import EventStore
 
@@ -88,6 +89,7 @@ class AnalyticsService:
             except EventRejected as exc:
                 rejected.append((index, str(exc)))
         outcome = await self._store.insert(valid, user_id, received_at)
+        count_events(CLIENTS, outcome.inserted, outcome.duplicates, len(rejected))
         return IngestResult(outcome.inserted, outcome.duplicates, rejected)
 
     async def counts(self, query: SeriesQuery) -> Series:

@@ -6,9 +6,14 @@ plus a control channel so the connection is always subscribed. The replica that 
 message publishes it once, already encoded as the JSON of its ``message`` frame; each
 process frames it once and its `RoomHub` writes those bytes to every local connection.
 
-Envelopes (bytes): ``m<seq> <message json>``, ``s<seq>`` (a hole: step over it),
-``p<userId or nothing> <presence json>``, ``t<userId> <typing json>`` (not delivered to
-the connections of that user).
+Envelopes (bytes): ``m<seq>[,<published µs>[,<traceparent>]] <message json>``, ``s<seq>``
+(a hole: step over it), ``p<userId or nothing> <presence json>``, ``t<userId> <typing
+json>`` (not delivered to the connections of that user).
+
+A message envelope carries the time it was published (for the fan-out latency histogram)
+and the W3C trace context of the sender's ``chat send`` span: each replica delivers it in a
+``chat deliver`` CONSUMER span of its own trace, linked to the sender's (a fan-out to N
+replicas is N traces, each one short, rather than one trace that never ends).
 
 Pub/sub rather than Streams: the durable log is MongoDB (a message is stored before it is
 acknowledged or published), so the bus only has to be fast, and every gap it leaves (a
@@ -22,12 +27,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind
 from redis.asyncio.client import PubSub
 
+from mesh.telemetry import exemplar
 from services.chat.hub import RoomHub
+from services.chat.metrics import FANOUT_LATENCY, FANOUT_MESSAGES, ROOMS
 from services.chat.protocol import text_frame
 from services.chat.store import ChatStore
 
@@ -36,6 +47,29 @@ log = logging.getLogger("services.chat.bus")
 HUB_LINGER_SECONDS: Final = 10.0
 CONFIRM_TIMEOUT_SECONDS: Final = 5.0
 RECONNECT_MAX_DELAY: Final = 5.0
+_tracer = trace.get_tracer("services.chat.bus")
+
+
+def message_header(seq: int, published_us: int, context: trace.SpanContext | None) -> bytes:
+    """The head of a message envelope (before the space and the message's JSON)."""
+    head = b"m%d,%d" % (seq, published_us)
+    if context is not None and context.is_valid:
+        head += b",00-%032x-%016x-%02x" % (context.trace_id, context.span_id, context.trace_flags)
+    return head
+
+
+def parse_message_header(head: bytes) -> tuple[int, int | None, Link | None]:
+    """(seq, published µs or None, link to the sender's span or None) of an envelope head
+    (without its ``m``); an old-style head is just the seq."""
+    parts = head.split(b",", 2)
+    seq = int(parts[0])
+    published = int(parts[1]) if len(parts) > 1 else None
+    link = None
+    if len(parts) > 2:
+        carrier = {"traceparent": parts[2].decode("ascii", "replace")}
+        context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
+        link = Link(context) if context.is_valid else None
+    return seq, published, link
 
 
 class FanoutBus:
@@ -84,6 +118,7 @@ class FanoutBus:
             task.cancel()
         for hub in self._hubs.values():
             hub.close()
+        ROOMS.dec(len(self._hubs))
         self._hubs.clear()
         if self._pubsub is not None:
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -101,6 +136,8 @@ class FanoutBus:
         channel = self.channel(room)
         try:
             async with self._lock:
+                if room not in self._hubs:
+                    ROOMS.inc()
                 self._hubs[room] = hub
                 confirmed = self._expect(channel)
                 assert self._pubsub is not None
@@ -121,6 +158,7 @@ class FanoutBus:
             hub.ready.exception()  # retrieved: the joiners waiting on it see it themselves
         if self._hubs.get(hub.room) is hub:
             del self._hubs[hub.room]
+            ROOMS.dec()
         hub.close()
         task = asyncio.create_task(self._unsubscribe_unless_used(hub.room))
         self._retiring.add(task)
@@ -156,6 +194,7 @@ class FanoutBus:
         if not hub.empty or self._hubs.get(hub.room) is not hub:
             return
         del self._hubs[hub.room]
+        ROOMS.dec()
         hub.close()
         await self._unsubscribe_unless_used(hub.room)
 
@@ -166,7 +205,10 @@ class FanoutBus:
             await self._redis.publish(self.channel(room), data)
 
     async def publish_message(self, room: str, seq: int, payload: bytes) -> None:
-        await self._publish(room, b"m%d %s" % (seq, payload))
+        """Publish a stored message, with the current span's trace context."""
+        context = trace.get_current_span().get_span_context()
+        head = message_header(seq, time.time_ns() // 1000, context)
+        await self._publish(room, b"%s %s" % (head, payload))
 
     async def publish_hole(self, room: str, seq: int) -> None:
         await self._publish(room, b"s%d" % seq)
@@ -269,7 +311,25 @@ class FanoutBus:
         tag = data[:1]
         if tag == b"m":
             space = data.index(b" ")
-            hub.on_message(int(data[1:space]), text_frame(data[space + 1 :]))
+            seq, published, link = parse_message_header(data[1:space])
+            FANOUT_MESSAGES.inc()
+            with _tracer.start_as_current_span(
+                "chat deliver",
+                context=Context(),  # a trace per replica, linked to the sender's
+                kind=SpanKind.CONSUMER,
+                links=(link,) if link is not None else (),
+                attributes={
+                    "messaging.system": "redis",
+                    "messaging.operation.type": "process",
+                    "chat.room": hub.room,
+                    "chat.seq": seq,
+                    "chat.subscribers": hub.subscribers,
+                },
+            ) as span:
+                hub.on_message(seq, text_frame(data[space + 1 :]))
+            if published is not None:
+                latency = max(0.0, time.time() - published / 1_000_000)
+                FANOUT_LATENCY.observe(latency, exemplar(span))
         elif tag == b"s":
             hub.on_message(int(data[1:]), None)
         elif tag == b"p" or tag == b"t":

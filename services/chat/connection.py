@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from services.chat.metrics import SEND_QUEUE_DROPS
 from services.chat.protocol import text_frame
 
 if TYPE_CHECKING:
@@ -85,6 +86,7 @@ class Connection:
         if transport.is_closing():
             return False
         if transport.get_write_buffer_size() > self.limit:
+            SEND_QUEUE_DROPS.inc()
             self.close_soon(TRY_AGAIN_LATER, "send queue full: the client reads too slowly")
             return False
         transport.write(frame)

@@ -19,6 +19,9 @@ from socket import SO_SNDBUF, SOL_SOCKET
 from typing import Final
 
 from aiohttp import WSMsgType, hdrs, web
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from mesh.auth.handshake import (
     BEARER_PROTOCOL,
@@ -58,6 +61,13 @@ log = logging.getLogger("services.chat.session")
 UNSUPPORTED_DATA: Final = 1003
 POLICY_VIOLATION: Final = 1008
 REPLAY_DRAIN_POLL: Final = 0.005
+SPAN_NAMES: Final[dict[type[protocol.Command], str]] = {
+    Send: "chat send",
+    Join: "chat join",
+    Leave: "chat leave",
+    Typing: "chat typing",
+}
+_tracer = trace.get_tracer("services.chat.session")
 
 
 async def authenticate_handshake(request: web.Request, runtime: ChatRuntime) -> tuple[Caller, bool]:
@@ -152,12 +162,18 @@ async def _leave_everything(runtime: ChatRuntime, connection: Connection) -> Non
 
 
 class Session:
-    __slots__ = ("connection", "runtime", "settings")
+    """One connection's frames. Each command is a span of its own trace (``chat send``,
+    ``chat join``...) linked to the connection's span (the handshake request's, which lasts
+    as long as the socket): a connection's hours of traffic never make one endless trace."""
+
+    __slots__ = ("connection", "links", "runtime", "settings")
 
     def __init__(self, runtime: ChatRuntime, connection: Connection) -> None:
         self.runtime = runtime
         self.settings = runtime.settings
         self.connection = connection
+        handshake = trace.get_current_span().get_span_context()
+        self.links = (Link(handshake),) if handshake.is_valid else ()
 
     async def run(self) -> None:
         connection = self.connection
@@ -181,7 +197,7 @@ class Session:
                     continue
                 connection.start_work()
                 try:
-                    await self.handle(command)
+                    await self.traced(command)
                 finally:
                     connection.end_work()
             elif kind is WSMsgType.PING:
@@ -210,6 +226,21 @@ class Session:
         if connection.strikes >= settings.flood_close_after:
             connection.close_soon(POLICY_VIOLATION, "message rate limit exceeded")
 
+    async def traced(self, command: protocol.Command) -> None:
+        """`handle` in a span of its own trace (a ping needs none)."""
+        name = SPAN_NAMES.get(type(command))
+        if name is None:
+            await self.handle(command)
+            return
+        with _tracer.start_as_current_span(
+            name,
+            context=Context(),
+            kind=SpanKind.SERVER,
+            links=self.links,
+            attributes={"chat.room": getattr(command, "room", "")},
+        ):
+            await self.handle(command)
+
     async def handle(self, command: protocol.Command) -> None:
         if isinstance(command, Send):
             await self.send(command)
@@ -223,6 +254,8 @@ class Session:
             await self.typing(command)
 
     def _error(self, code: str, message: str, ref: str | None) -> None:
+        if code == protocol.UNAVAILABLE:  # our fault, not the client's: an error trace
+            trace.get_current_span().set_status(Status(StatusCode.ERROR, code))
         self.connection.reply(error_frame(code, message, ref))
 
     async def join(self, command: Join) -> None:

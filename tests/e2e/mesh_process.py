@@ -18,6 +18,7 @@ from mesh.harness import free_port
 from mesh.topology import PROCESSES
 
 MESH = str(Path(sys.executable).parent / "mesh")
+E2E_POLICIES = Path(__file__).with_name("policies.toml")
 
 
 @dataclass
@@ -90,6 +91,8 @@ def mesh_env(
         "MESH_SHUTDOWN_GRACE_SECONDS": "3",
         # Every e2e client is 127.0.0.1: the per-account limit is what the tests exercise.
         "MESH_USERS_LOGIN_MAX_ATTEMPTS_PER_ADDRESS": "100000",
+        "MESH_GATEWAY_POLICIES": str(E2E_POLICIES),
+        "MESH_GATEWAY_WORKERS": "1",  # tests/integration/gateway/test_workers.py runs more
         "MESH_EMBEDDED_POSTGRES_PORT": str(free_port()),
         "MESH_EMBEDDED_REDIS_PORT": str(free_port()),
         "MESH_EMBEDDED_MONGO_PORT": str(free_port()),

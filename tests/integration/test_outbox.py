@@ -15,7 +15,6 @@ import redis.asyncio as aioredis
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from mesh.harness import BackingUrls
 from mesh.migrate import POSTGRES_SERVICES, discover, migrate
 from mesh.outbox import Event, Outbox, OutboxRelay, events_stream, new_event, schema
 
@@ -25,13 +24,6 @@ async def pool(pg_database: str) -> AsyncIterator[asyncpg.Pool]:
     async with asyncpg.create_pool(pg_database, min_size=1, max_size=4) as created:
         await created.execute(schema("events_out"))
         yield created
-
-
-@pytest_asyncio.fixture
-async def redis(backing: BackingUrls) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(backing.redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
 
 
 @pytest.fixture

@@ -6,30 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
-import pytest_asyncio
 import redis.asyncio as aioredis
 
-from mesh.harness import BackingUrls
 from mesh.streams import StreamConsumer, StreamEntry
 
 GROUP = "readers"
-
-
-@pytest_asyncio.fixture
-async def redis(backing: BackingUrls) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(backing.redis_url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-@pytest_asyncio.fixture
-async def stream(redis: aioredis.Redis) -> AsyncIterator[str]:
-    name = f"t{uuid.uuid4().hex[:8]}_mesh:events"
-    yield name
-    await redis.delete(name)
 
 
 class Recorder:

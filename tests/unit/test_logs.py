@@ -42,3 +42,41 @@ def test_outside_a_span_no_ids_are_invented() -> None:
     line = render(make_record("plain"))
     assert "trace_id" not in line
     assert "request_id" not in line
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(JsonFormatter("gateway"))
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(orjson.loads(self.format(record)))
+
+
+async def test_a_line_logged_while_serving_a_request_names_its_trace() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from mesh.http_observability import observability_middleware
+    from tests.tracing_capture import capture
+
+    logger = logging.getLogger("tests.logs.request")
+    handler = Lines()
+    logger.addHandler(handler)
+
+    async def noisy(_: web.Request) -> web.Response:
+        logger.warning("something to say")
+        return web.Response(text="ok")
+
+    app = web.Application(middlewares=[observability_middleware])
+    app.router.add_get("/noisy", noisy)
+    try:
+        with capture(ratio=0.0):  # not sampled: the ids are in the logs all the same
+            async with TestClient(TestServer(app)) as client:
+                response = await client.get("/noisy")
+    finally:
+        logger.removeHandler(handler)
+    _, trace_id, span_id, _ = response.headers["traceparent"].split("-")
+    (line,) = handler.lines
+    assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)

@@ -112,6 +112,97 @@ class ShelfServicer:
         return grpc.method_handlers_generic_handler(SHELF_SERVICE.full_name, handlers)
 
 
+class ControlledShelf(ShelfServicer):
+    """gwtest.v1.ShelfService whose behaviour each test sets, for the traffic-policy tests.
+
+    Every method answers as `ShelfServicer` does, unless `fail_with` is a status code (every
+    call fails with it) or `hang` is set (calls wait until `gate` opens, or forever: until
+    the caller cancels them or their deadline passes). Counts the calls per method
+    (`calls`, with `called` set on each), the calls that ended by cancellation or deadline
+    (`cancelled`, with `cancelled_event` set on each) and the deadline each call arrived
+    with (`time_left`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_with: grpc.StatusCode | None = None
+        self.hang = False
+        self.gate = asyncio.Event()
+        self.called = asyncio.Event()
+        self.cancelled = 0
+        self.cancelled_event = asyncio.Event()
+        self.time_left: list[float | None] = []
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.fail_with, self.hang, self.cancelled = None, False, 0
+        self.gate.clear()
+        self.called.clear()
+        self.cancelled_event.clear()
+        self.time_left.clear()
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls.values())
+
+    def handler(self) -> grpc.GenericRpcHandler[Any, Any]:
+        handlers = {}
+        for method in SHELF_SERVICE.methods:
+            request_class = message_factory.GetMessageClass(method.input_type)
+            response_class = message_factory.GetMessageClass(method.output_type)
+
+            async def behave(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any], name: str = method.name
+            ) -> Message:
+                self.calls[name] += 1
+                self.called.set()
+                self.time_left.append(context.time_remaining())
+                if self.hang:
+                    try:
+                        await self.gate.wait()
+                    except asyncio.CancelledError:
+                        self.cancelled += 1
+                        self.cancelled_event.set()
+                        raise
+                if self.fail_with is not None:
+                    await context.abort(self.fail_with, f"failed with {self.fail_with.name}")
+                answer: Message = self.respond(name, request)
+                return answer
+
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                behave,
+                request_deserializer=request_class.FromString,
+                response_serializer=response_class.SerializeToString,
+            )
+        return grpc.method_handlers_generic_handler(SHELF_SERVICE.full_name, handlers)
+
+
+class RestartableServer:
+    """A grpc.aio server for one generic handler that can be stopped and started again on
+    the same port (an upstream that goes down and comes back)."""
+
+    def __init__(self, handler: grpc.GenericRpcHandler[Any, Any]) -> None:
+        self._handler = handler
+        self._server: grpc.aio.Server | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((self._handler,))
+        self.port = server.add_insecure_port(f"127.0.0.1:{self.port}")
+        await server.start()
+        self._server = server
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(None)
+            self._server = None
+
+
 async def start_grpc_server(*register: Any) -> tuple[grpc.aio.Server, str, Any]:
     """A grpc.aio server on a free port with a SERVING health service; (server, address)."""
     server = grpc.aio.server()
@@ -123,6 +214,24 @@ async def start_grpc_server(*register: Any) -> tuple[grpc.aio.Server, str, Any]:
     await server.start()
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     return server, f"127.0.0.1:{port}", health_servicer
+
+
+class ControlledChat:
+    """A chat replica's REST routes (``/api/v1/chat/...``) answering with `status` (and a
+    JSON body); counts the requests that reach it."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.calls = 0
+
+    async def _answer(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        return web.json_response({"status": self.status}, status=self.status)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/api/v1/chat/{tail:.*}", self._answer)
+        return app
 
 
 CHAT_CLOSES = web.AppKey("chat_closes", asyncio.Queue[tuple[int | None, str]])

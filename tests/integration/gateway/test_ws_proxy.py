@@ -263,3 +263,26 @@ async def test_shutdown_closes_both_sides_with_going_away(
         assert (message.type, message.data) == (WSMsgType.CLOSE, aiohttp.WSCloseCode.GOING_AWAY)
         await asyncio.wait_for(shutdown, timeout=10)
     assert (await next_close(upstreams))[0] == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_a_frame_over_the_limit_closes_both_sides(
+    gateway: Client, upstreams: FakeUpstreams
+) -> None:
+    async with gateway.ws_connect("/ws/chat", headers=GOOD) as ws:
+        await ws.send_bytes(b"\x00" * (64 * 1024 + 1))
+        message = await ws.receive(timeout=5)
+        assert message.type is WSMsgType.CLOSE
+        assert message.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    code, _ = await next_close(upstreams)
+    assert code == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_a_large_frame_within_the_limit_is_relayed_whole_both_ways(
+    gateway: Client, upstreams: FakeUpstreams
+) -> None:
+    payload = bytes(range(256)) * 255  # 65,280 bytes: one frame, just under the limit
+    async with gateway.ws_connect("/ws/chat", headers=GOOD) as ws:
+        await ws.send_bytes(payload)
+        message = await ws.receive(timeout=5)
+        assert (message.type, message.data) == (WSMsgType.BINARY, payload)
+    await next_close(upstreams)

@@ -6,13 +6,18 @@ import dataclasses
 
 import pytest
 
-from gateway.settings import GatewaySettings
+from gateway.policy import PolicyTable
+from gateway.settings import GatewaySettings, default_workers
 from mesh.settings import Env, SettingsError
 
 
 def test_defaults() -> None:
     settings = GatewaySettings.from_env(Env({}))
-    assert settings == GatewaySettings()
+    # From the environment: the shipped policy file and one worker per core; built in code
+    # (tests, embedding): no policies and one worker. Everything else is the same.
+    assert dataclasses.replace(settings, policies=PolicyTable(), workers=1) == GatewaySettings()
+    assert settings.workers == default_workers() >= 1
+    assert settings.policies.group_names == ("auth", "ingest", "general")
     assert (settings.host, settings.port, settings.ops_port) == ("127.0.0.1", 8080, 9100)
     assert settings.users_addresses == ("127.0.0.1:50051",)
     assert settings.catalog_addresses == ("127.0.0.1:50052",)
