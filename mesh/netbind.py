@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import functools
+import random
 import socket
+from pathlib import Path
 
 from aiohttp import web
 
@@ -57,12 +60,49 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PICK_SPAN = 12_000
+_handed_out: set[int] = set()
+
+
+@functools.cache
+def _ephemeral_low() -> int | None:
+    """The lowest port the kernel hands to outgoing connections, when it says."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _bindable(host: str, port: int) -> bool:
+    # No SO_REUSEADDR: a port with a connection in TIME_WAIT is not offered either.
+    with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """An ephemeral port that is free now (for tests: another process may take it later)."""
+    """A port that is free now, for tests and benchmarks that start servers on it.
+
+    The port comes from just below the kernel's ephemeral range, so an outgoing connection
+    (a client's local port) cannot take it between this call and the server's bind, and no
+    port is handed out twice by one process.
+    """
+    low = _ephemeral_low()
+    if low is not None and low - _PICK_SPAN > 1024:
+        for _ in range(400):
+            port = random.randrange(low - _PICK_SPAN, low)
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
+                return port
     with socket.socket(_family(host), socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-    return port
+        chosen: int = probe.getsockname()[1]
+    _handed_out.add(chosen)
+    return chosen
 
 
 def netloc(host: str, port: int) -> str:
