@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROTO_FILES := $(shell find protos -name '*.proto' -not -path '*/google/*')
 
-.PHONY: run test check protos protos-check validate bench clean
+.PHONY: run test test-resilience check protos protos-check validate bench clean
 
 $(STAMP): pyproject.toml web/package-lock.json
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ run: $(STAMP)
 ## (tests/deploy needs the deployment tools and runs in `make validate`)
 test: $(STAMP) protos-check
 	$(BIN)/pytest --ignore=tests/deploy
+
+## test-resilience: just the resilience and security suite (faults injected, abuse tried;
+## see tests/resilience/README.md); `make test` runs it too
+test-resilience: $(STAMP) protos-check
+	$(BIN)/pytest tests/resilience -m resilience
 
 ## check: lint, format check and strict typing
 check: $(STAMP)

@@ -7,6 +7,7 @@ Serving (uvloop, signals, the ops port, telemetry) is the process runner's job.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import AsyncIterator, Sequence
 
@@ -26,6 +27,7 @@ from gateway.keys import (
     UPSTREAMS_KEY,
     VERIFIER_KEY,
     WEBSOCKETS_KEY,
+    WS_DRAINING_KEY,
 )
 from gateway.openapi import build_openapi
 from gateway.ratelimit import RateLimiter, add_rate_limit_headers
@@ -110,6 +112,7 @@ def create_app(
     add_console_routes(app.router)  # the web console at /, the API docs at /docs
     app.router.add_get(WS_PATH, ws_chat)
     app[WEBSOCKETS_KEY] = weakref.WeakSet()
+    app[WS_DRAINING_KEY] = asyncio.Event()
     app.on_shutdown.append(close_websockets)
     app.cleanup_ctx.append(_upstreams)
     app.cleanup_ctx.append(_verifier)

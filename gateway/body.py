@@ -53,6 +53,15 @@ async def read_limited(request: web.Request, limit: int) -> bytes:
     return bytes(buffer)
 
 
+def _first_non_utf8_byte(raw: bytes) -> int | None:
+    """The offset of the first byte that is not UTF-8 (JSON text is UTF-8: RFC 8259 §8.1)."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return error.start
+    return None
+
+
 async def read_json_body(request: web.Request, limit: int) -> object | Literal[_NoBody.NO_BODY]:
     """The parsed JSON body, or `NO_BODY` (then the request message starts empty)."""
     if request.content_length is not None and request.content_length > limit:
@@ -70,6 +79,10 @@ async def read_json_body(request: web.Request, limit: int) -> object | Literal[_
     try:
         document: object = orjson.loads(raw)
     except orjson.JSONDecodeError as error:
+        if (bad_byte := _first_non_utf8_byte(raw)) is not None:  # orjson says "char 0"
+            raise ProblemError(
+                400, f"The request body is not valid UTF-8 (byte {bad_byte})."
+            ) from None
         raise ProblemError(
             400,
             f"Malformed JSON at line {error.lineno}, column {error.colno} (char {error.pos}): "

@@ -5,8 +5,9 @@ transcoded. Only signed-in users get through: the bearer token is verified here 
 byte goes upstream, and chat verifies it again. A request body is read up to the route's
 limit (413 past it) and sent on; the response body streams back without being buffered;
 end-to-end headers pass, hop-by-hop ones (RFC 9110 section 7.6.1)
-do not. A replica that refuses the connection is skipped for the next one (nothing was sent
-to it, so this is safe for any method); if none answers, the client gets a 503 problem, and
+do not. A path with a dot segment is a 400: it would leave ``/api/v1/chat/`` upstream. A
+replica that refuses the connection is skipped for the next one (nothing was sent to it, so
+this is safe for any method); if none answers, the client gets a 503 problem, and
 a replica that accepts but does not answer in time a 504. Chat has a circuit breaker like
 the gRPC upstreams (named "chat"): those failures and chat's 5xx answers count, and while it
 is open requests get a 503 with ``Retry-After`` without reaching chat.
@@ -14,7 +15,9 @@ is open requests get a 503 with ``Retry-After`` without reaching chat.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Final
+from urllib.parse import unquote
 
 import aiohttp
 from aiohttp import hdrs, web
@@ -22,6 +25,7 @@ from multidict import CIMultiDict
 
 from gateway.body import read_limited
 from gateway.keys import RATE_LIMITER_KEY, SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY
+from gateway.openapi import access_fields
 from gateway.policy import CHAT_HTTP
 from gateway.upstreams import CHAT
 from mesh.auth.access import USER, authorize
@@ -57,8 +61,17 @@ def _end_to_end(headers: Any) -> CIMultiDict[str]:
     return passed
 
 
+def _check_path(raw_path: str) -> None:
+    """A 400 for a path with a dot segment (``..``, ``%2e%2e``, ``.``): the upstream would
+    resolve it out of ``/api/v1/chat/`` to routes chat does not publish (its ``/health/ready``,
+    ``/ws/chat``). Clients that follow RFC 3986 remove dot segments before sending."""
+    if any(unquote(segment) in (".", "..") for segment in raw_path.split("/")):
+        raise ProblemError(400, "The path has a '.' or '..' segment.")
+
+
 async def chat_http(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
+    _check_path(request.rel_url.raw_path)
     try:  # before the body is read: an unauthorised caller costs no upload
         caller = await authorize(
             USER, request.headers.get(hdrs.AUTHORIZATION), request.app[VERIFIER_KEY]
@@ -147,7 +160,23 @@ async def _stream_back(
 
 
 def add_chat_routes(router: web.UrlDispatcher) -> None:
-    router.add_route("*", CHAT_PREFIX + "/{tail:.*}", chat_http)
+    """Chat's documented routes (`CHAT_OPENAPI_PATHS`) with their methods, then a catch-all.
+
+    A documented path serves just its documented methods (a GET also HEAD), so that a plain
+    ``OPTIONS`` and a 405 list exactly those in ``Allow``, as the OpenAPI document says; any
+    other path under the prefix goes to chat as it is, for chat's own 404 or 405.
+    """
+    documented: list[str] = []
+    for path, operations in CHAT_OPENAPI_PATHS.items():
+        resource = router.add_resource(path)
+        for method in operations:
+            resource.add_route(method.upper(), chat_http)
+            if method == "get":
+                resource.add_route(hdrs.METH_HEAD, chat_http)
+        tail = re.escape(path.removeprefix(CHAT_PREFIX + "/"))
+        documented.append(re.sub(r"\\\{[^/]*?\\\}", "[^/]+", tail))  # {id}: one segment
+    others = "(?!(?:" + "|".join(documented) + r")\Z).*"  # no braces: aiohttp's own syntax
+    router.add_route("*", CHAT_PREFIX + "/{tail:" + others + "}", chat_http)
 
 
 # The chat routes in the gateway's OpenAPI document (chat owns them; they are not in a proto).
@@ -189,6 +218,7 @@ _MESSAGE: Final = {
         "clientMsgId": {"type": "string"},
     },
 }
+_SIGNED_IN: Final = access_fields(USER)  # chat's REST routes are all for signed-in users
 _ROOM_ID: Final = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 _COMMON_ERRORS: Final = {
     "401": _problem("Not signed in, or the token is not valid."),
@@ -207,6 +237,7 @@ CHAT_OPENAPI_PATHS: Final[dict[str, Any]] = {
         "post": {
             "operationId": "chat.CreateRoom",
             "tags": ["chat"],
+            **_SIGNED_IN,
             "summary": "Create a room; the caller owns it and is its first member.",
             "requestBody": {"required": True, "content": {_JSON: {"schema": {
                 "type": "object", "required": ["name"], "properties": {
@@ -219,6 +250,7 @@ CHAT_OPENAPI_PATHS: Final[dict[str, Any]] = {
         "get": {
             "operationId": "chat.ListRooms",
             "tags": ["chat"],
+            **_SIGNED_IN,
             "summary": "The caller's rooms and the public ones, oldest first.",
             "parameters": [_query("pageSize", "1..100, default 20"),
                            _query("pageToken", "from nextPageToken")],
@@ -231,6 +263,7 @@ CHAT_OPENAPI_PATHS: Final[dict[str, Any]] = {
         "post": {
             "operationId": "chat.AddMember",
             "tags": ["chat"],
+            **_SIGNED_IN,
             "summary": "The owner adds a user (anyone may add themselves to a public room).",
             "parameters": [_ROOM_ID],
             "requestBody": {"required": True, "content": {_JSON: {"schema": {
@@ -246,6 +279,7 @@ CHAT_OPENAPI_PATHS: Final[dict[str, Any]] = {
         "get": {
             "operationId": "chat.History",
             "tags": ["chat"],
+            **_SIGNED_IN,
             "summary": "The room's messages, newest first (members only).",
             "parameters": [_ROOM_ID, _query("before", "a seq: only older messages"),
                            _query("limit", "1..100, default 50")],

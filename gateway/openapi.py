@@ -5,8 +5,10 @@ Schemas follow the proto3 JSON mapping: lowerCamelCase names, 64-bit integers as
 Struct as an object, Value as any JSON, wrappers as nullable primitives, enums as their
 names, repeated fields as arrays, maps as objects with ``additionalProperties``.
 google.api.field_behavior becomes ``readOnly`` (OUTPUT_ONLY), ``writeOnly`` (INPUT_ONLY)
-and ``required`` (REQUIRED). Proto comments are not included: the generated modules carry
-no source info. Built once at start-up.
+and ``required`` (REQUIRED). A field that is not REQUIRED also takes ``null``: the mapping
+reads null as the field's default, so the gateway accepts it (responses never hold null).
+Proto comments are not included: the generated modules carry no source info. Built once at
+start-up.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 import mesh
 from gateway.fields import behaviors, field_named, is_map, is_repeated, json_path
 from gateway.routing import Route
+from mesh.auth.access import ADMIN, PUBLIC, USER
 from mesh.problem import PROBLEM_CONTENT_TYPE
 
 Schema = dict[str, Any]
@@ -98,6 +101,32 @@ _PROBLEM_SCHEMAS: Final[dict[str, Schema]] = {
 }
 
 
+# The bearer scheme every signed-in operation declares. Role names in an http scheme's
+# requirement are allowed by OpenAPI 3.1 ("role names which are required for the execution").
+BEARER_SCHEME: Final = "bearer"
+SECURITY_SCHEMES: Final[dict[str, Schema]] = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An EdDSA access token from /api/v1/auth/login (15 minutes).",
+    }
+}
+ACCESS_EXTENSION: Final = "x-mesh-access"
+"""Who may call an operation: ``public``, ``user``, ``admin`` or ``closed`` (nobody)."""
+
+
+def access_fields(access: int) -> Schema:
+    """An operation's ``security`` and ``x-mesh-access``, from its (mesh.v1.access) level."""
+    if access == PUBLIC:
+        return {"security": [], ACCESS_EXTENSION: "public"}
+    if access == USER:
+        return {"security": [{BEARER_SCHEME: []}], ACCESS_EXTENSION: "user"}
+    if access == ADMIN:
+        return {"security": [{BEARER_SCHEME: ["admin"]}], ACCESS_EXTENSION: "admin"}
+    return {"security": [{BEARER_SCHEME: ["nobody"]}], ACCESS_EXTENSION: "closed"}
+
+
 def _problem(description: str) -> Schema:
     return {
         "description": description,
@@ -150,11 +179,26 @@ class SchemaBuilder:
                 schema["writeOnly"] = True
             if field_behavior_pb2.REQUIRED in marks:
                 required.append(field.json_name)
+            else:
+                schema = _nullable(schema)
             properties[field.json_name] = schema
         result: Schema = {"type": "object", "title": descriptor.name, "properties": properties}
         if required:
             result["required"] = required
         return result
+
+
+def _nullable(schema: Schema) -> Schema:
+    """`schema` or null (proto3 JSON: null sets any field to its default value)."""
+    kind = schema.get("type")
+    if "$ref" in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    if kind is None or kind == "null" or (isinstance(kind, list) and "null" in kind):
+        return schema  # any JSON value, or null already
+    nullable = {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+    if "enum" in nullable:
+        nullable["enum"] = [*nullable["enum"], None]
+    return nullable
 
 
 def _query_parameters(
@@ -215,6 +259,7 @@ def _operation(builder: SchemaBuilder, route: Route) -> Schema:
         "tags": [route.method.containing_service.full_name],
         "summary": route.method.name,
         "parameters": parameters,
+        **access_fields(route.access),
     }
     if route.body == "*":
         operation["requestBody"] = {
@@ -256,6 +301,7 @@ def _gateway_paths() -> dict[str, Schema]:
         "/health": {"get": {
             "operationId": "gateway.Health",
             "tags": ["gateway"],
+            **access_fields(PUBLIC),
             "summary": "The state of every upstream, probed now.",
             "responses": {
                 "200": {"description": "Every upstream serves.", **health_response},
@@ -265,12 +311,14 @@ def _gateway_paths() -> dict[str, Schema]:
         "/openapi.json": {"get": {
             "operationId": "gateway.OpenApi",
             "tags": ["gateway"],
+            **access_fields(PUBLIC),
             "summary": "This document.",
             "responses": {"200": {"description": "OK", "content": {_JSON: {"schema": {}}}}},
         }},
         "/ws/chat": {"get": {
             "operationId": "gateway.ChatWebSocket",
             "tags": ["gateway"],
+            **access_fields(USER),
             "summary": "A WebSocket to chat (subprotocols and close codes pass through).",
             "responses": {
                 "101": {"description": "Switching to the WebSocket protocol."},
@@ -292,5 +340,8 @@ def build_openapi(routes: Sequence[Route], *, title: str = "The mesh API") -> di
         "openapi": OPENAPI_VERSION,
         "info": {"title": title, "version": mesh.__version__},
         "paths": paths,
-        "components": {"schemas": {**builder.schemas, **_PROBLEM_SCHEMAS}},
+        "components": {
+            "schemas": {**builder.schemas, **_PROBLEM_SCHEMAS},
+            "securitySchemes": SECURITY_SCHEMES,
+        },
     }

@@ -17,13 +17,21 @@ buffered beyond a frame: a client that stops reading stops the pump, and chat's 
 send queue notices). Pings and pongs are relayed too, so chat's keepalive measures the
 client, not the gateway. A close frame from either side closes the other side with the
 same code and reason; a side that vanishes without one closes the other with 1001 (client
-gone) or 1014 (bad gateway: chat gone). On shutdown (`close_websockets`, an
-``on_shutdown`` hook) every client is closed with 1001, and so is its upstream.
+gone) or 1014 (bad gateway: chat gone).
+
+On shutdown (`close_websockets`, an ``on_shutdown`` hook) the gateway ends each session on
+the upstream side first, so that no acknowledgement is lost: it stops relaying the client's
+frames and sends chat a close frame (1001); chat answers the command it is working on, then
+echoes the close, and the relay passes both on (the client gets the ack, then 1001). A frame
+the client sent after that point never reached chat, so it is never acknowledged and the
+client resends it elsewhere. Sessions not closed within `DRAIN_SECONDS` (a chat that does
+not answer) are closed with 1001 on both sides, as is any socket left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Final
 
@@ -31,7 +39,13 @@ import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from yarl import URL
 
-from gateway.keys import SETTINGS_KEY, UPSTREAMS_KEY, VERIFIER_KEY, WEBSOCKETS_KEY
+from gateway.keys import (
+    SETTINGS_KEY,
+    UPSTREAMS_KEY,
+    VERIFIER_KEY,
+    WEBSOCKETS_KEY,
+    WS_DRAINING_KEY,
+)
 from gateway.upstreams import CHAT
 from mesh.auth.handshake import handshake_credentials, offered_protocols, origin_allowed
 from mesh.auth.tokens import InvalidToken
@@ -41,6 +55,7 @@ from mesh.request_id import REQUEST_ID_HEADER, request_id_of
 logger = logging.getLogger(__name__)
 
 WS_PATH: Final = "/ws/chat"
+DRAIN_SECONDS: Final = 2.0  # how long shutdown waits for chat to end the sessions
 # Close codes that must not be sent in a close frame (RFC 6455 section 7.4.1).
 _RESERVED_CODES: Final = frozenset({1004, 1005, 1006, 1015})
 _PASSED_HEADERS: Final = (hdrs.AUTHORIZATION,)
@@ -56,8 +71,11 @@ def _sendable(code: int | None) -> int:
     return code
 
 
-async def _pump(source: Socket, sink: Socket, vanished: int) -> None:
-    """Relay frames from `source` to `sink` until either closes; then close the other."""
+async def _pump(
+    source: Socket, sink: Socket, vanished: int, draining: asyncio.Event | None = None
+) -> None:
+    """Relay frames from `source` to `sink` until either closes; then close the other (with
+    1001 when `draining` is set: the close answers the gateway's own, at shutdown)."""
     while True:
         message = await source.receive()
         try:
@@ -78,6 +96,8 @@ async def _pump(source: Socket, sink: Socket, vanished: int) -> None:
         if message.type is WSMsgType.CLOSE:
             code = _sendable(message.data)
             reason = (message.extra or "").encode()
+            if draining is not None and draining.is_set():
+                code, reason = WSCloseCode.GOING_AWAY, b"Server shutdown"
             await sink.close(code=code, message=reason)
             await source.close(code=code, message=reason)  # answer the closing side
         elif message.type is not WSMsgType.CLOSING:  # CLOSED, ERROR: vanished, no close frame
@@ -178,20 +198,36 @@ async def ws_chat(request: web.Request) -> web.StreamResponse:
             await upstream.close(code=WSCloseCode.GOING_AWAY)
             raise
         request.app[WEBSOCKETS_KEY].add(client)
-        await _relay(client, upstream)
+        await _relay(client, upstream, request.app[WS_DRAINING_KEY])
     finally:
         upstreams.chat_socket_closed(base)
     return client
 
 
-async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocketResponse) -> None:
-    pumps = (
-        asyncio.create_task(_pump(client, upstream, vanished=WSCloseCode.GOING_AWAY)),
-        asyncio.create_task(_pump(upstream, client, vanished=WSCloseCode.BAD_GATEWAY)),
+async def _relay(
+    client: web.WebSocketResponse,
+    upstream: aiohttp.ClientWebSocketResponse,
+    draining: asyncio.Event,
+) -> None:
+    to_upstream = asyncio.create_task(_pump(client, upstream, vanished=WSCloseCode.GOING_AWAY))
+    to_client = asyncio.create_task(
+        _pump(upstream, client, vanished=WSCloseCode.BAD_GATEWAY, draining=draining)
     )
+    pumps = (to_upstream, to_client)
+    drain = asyncio.create_task(draining.wait())
     try:
-        await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait((*pumps, drain), return_when=asyncio.FIRST_COMPLETED)
+        if drain in done and not any(p.done() for p in pumps):
+            # Shutdown: no client frame after our close frame; chat answers what it is
+            # working on, then echoes the close, which `to_client` relays (module docstring).
+            # `upstream.close()` would end `to_client`'s receive at once, so the close frame
+            # goes through the socket's writer.
+            to_upstream.cancel()
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                await upstream._writer.close(WSCloseCode.GOING_AWAY, b"gateway shutting down")
+            await asyncio.wait((to_client,), timeout=DRAIN_SECONDS)
     finally:
+        drain.cancel()
         # One direction has ended (a close, a vanished peer, a shutdown closing the client,
         # a failure) or the handler is cancelled: close both sides, which also ends the
         # other pump, then collect the pumps. Closing a closed socket does nothing.
@@ -203,7 +239,13 @@ async def _relay(client: web.WebSocketResponse, upstream: aiohttp.ClientWebSocke
 
 
 async def close_websockets(app: web.Application) -> None:
-    """`on_shutdown`: close every proxied WebSocket with 1001, which closes its upstream."""
+    """`on_shutdown`: end every proxied session upstream first (see the module's docstring),
+    then close whatever is left with 1001."""
     sockets = app[WEBSOCKETS_KEY]
+    app[WS_DRAINING_KEY].set()
+    for _ in range(int(DRAIN_SECONDS / 0.02)):  # the relays close them as chat answers
+        if all(ws.closed for ws in sockets):
+            break
+        await asyncio.sleep(0.02)
     for ws in list(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"Server shutdown")

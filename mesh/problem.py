@@ -9,8 +9,9 @@ or letting a `grpc.RpcError` from `problem_from_rpc_error` bubble as a `ProblemE
      "errors": [{"field": "priceCents", "message": "..."}]}
 
 ``traceId`` is present when an OpenTelemetry span is active, ``errors`` when there are
-per-field violations. Any other exception becomes a 500 whose body says nothing about the
-internals; the traceback goes to the log.
+per-field violations. ``instance`` is the request's path percent-encoded, so that it is a URI
+reference whatever bytes the client put in the path. Any other exception becomes a 500 whose
+body says nothing about the internals; the traceback goes to the log.
 
 Install (with `mesh.request_id`, which must be outermost so the id is known here)::
 
@@ -33,6 +34,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Final, cast
+from urllib.parse import quote
 
 import grpc
 import orjson
@@ -174,12 +176,22 @@ def problem_body(problem: ProblemError, *, instance: str, request_id: str | None
     return orjson.dumps(document)
 
 
+_PATH_SAFE: Final = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", less pct-encoded
+
+
+def instance_of(request: web.Request) -> str:
+    """The problem's ``instance``: the request path as a URI reference (RFC 3986)."""
+    return quote(request.path, safe=_PATH_SAFE)
+
+
 def problem_response(request: web.Request, problem: ProblemError) -> web.Response:
     """`problem` rendered for `request` (for handlers that must return, not raise)."""
     response = web.Response(
         status=problem.status,
         reason=status_title(problem.status),
-        body=problem_body(problem, instance=request.path, request_id=request_id_of(request)),
+        body=problem_body(
+            problem, instance=instance_of(request), request_id=request_id_of(request)
+        ),
         content_type=PROBLEM_CONTENT_TYPE,
         headers=problem.headers,
     )

@@ -25,9 +25,12 @@ clients exhaust the process. `HeadTimeoutRunner` serves connections whose handle
 **Requests the parser refuses** (before any middleware runs) are answered as problems too,
 not with aiohttp's plain text: a method the parser does not know (``FOO``; it knows the
 standard and WebDAV ones, which reach the app) is ``405`` with ``Allow`` listing the
-standard methods, TLS sent to the plain port and any other malformed head ``400``. They are
-logged at debug level, without a traceback: they are the client's errors, and scanners
-send plenty.
+standard methods, a request line over `MAX_REQUEST_LINE_BYTES` ``414``, a header line over
+aiohttp's 8190 bytes or more than its 128 headers ``431`` (RFC 6585; the value is never
+echoed, it may be a credential), TLS sent to the plain port and any other malformed head
+``400``. They are logged at debug level, without a traceback: they are the client's errors,
+and scanners send plenty. Every answer says ``Server: mesh`` (`SERVER_HEADER`), not
+aiohttp's name and version.
 
 The timeout is `DEFAULT_HEAD_TIMEOUT_SECONDS` unless the app says otherwise
 (`HEAD_TIMEOUT_KEY`, set by the gateway from ``MESH_GATEWAY_HEADER_TIMEOUT_SECONDS``); the
@@ -47,7 +50,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import hdrs, web
-from aiohttp.http_exceptions import BadHttpMethod
+from aiohttp.http_exceptions import BadHttpMethod, LineTooLong
 
 from mesh.common import CommonSettings
 from mesh.http_observability import echo_traceparent, observability_middleware
@@ -63,19 +66,28 @@ HEAD_TIMEOUT_KEY: Final = web.AppKey("mesh_head_timeout_seconds", float)
 
 
 STANDARD_METHODS: Final = "DELETE,GET,HEAD,PATCH,POST,PUT"
+SERVER_HEADER: Final = "mesh"
+"""Every answer's ``Server``: aiohttp's default names Python's and its own version."""
 _TLS_ON_PLAIN_PORT: Final = "Received HTTPS traffic on an HTTP port"
+_TOO_MANY_HEADERS: Final = "Too many headers"
 
 
 def _refusal(exc: BaseException | None, status: int) -> web.Response:
     """A problem for a request head the parser refused (see the module's docstring)."""
     request_id = uuid.uuid4().hex
     text = str(getattr(exc, "message", "") or exc or "").strip()
-    headers = {"X-Request-ID": request_id}
+    headers = {"X-Request-ID": request_id, hdrs.SERVER: SERVER_HEADER}
     if isinstance(exc, BadHttpMethod) and _TLS_ON_PLAIN_PORT not in text:
         status, detail = 405, "The request method is not one this server knows."
         headers[hdrs.ALLOW] = STANDARD_METHODS
     elif _TLS_ON_PLAIN_PORT in text:
         detail = "This port speaks plain HTTP, not HTTPS."
+    elif isinstance(exc, LineTooLong) and str(exc.args[1]) == str(MAX_REQUEST_LINE_BYTES):
+        status, detail = 414, f"The request line is over {MAX_REQUEST_LINE_BYTES} bytes."
+    elif isinstance(exc, LineTooLong):  # never echoed: the value may be a credential
+        status, detail = 431, f"A request header is over {exc.args[1]} bytes."
+    elif _TOO_MANY_HEADERS in text:
+        status, detail = 431, "The request has too many header fields."
     else:
         detail = f"Malformed request: {text.splitlines()[0] if text else 'unreadable head'}."
     title = HTTPStatus(status).phrase
@@ -89,6 +101,11 @@ def _refusal(exc: BaseException | None, status: int) -> web.Response:
     )
     response.force_close()
     return response
+
+
+async def _hide_server_software(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` hook: no software versions to fingerprint (OWASP API8)."""
+    response.headers[hdrs.SERVER] = SERVER_HEADER
 
 
 def _timeout_response(timeout: float) -> bytes:
@@ -233,6 +250,7 @@ async def serve_http(
     """
     app.middlewares.insert(0, observability_middleware)
     app.on_response_prepare.append(echo_traceparent)  # streamed answers and WebSocket 101s
+    app.on_response_prepare.append(_hide_server_software)
     head_timeout = app.get(HEAD_TIMEOUT_KEY, DEFAULT_HEAD_TIMEOUT_SECONDS)
     runner = HeadTimeoutRunner(
         app,

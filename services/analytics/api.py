@@ -10,6 +10,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
 from mesh.auth.identity import current_caller
+from mesh.errors import FieldError, InvalidArgument
 from protos.analytics.v1 import analytics_pb2, analytics_pb2_grpc
 from services.analytics.queries import QueryLimits, funnel_query, series_query, top_query
 from services.analytics.service import AnalyticsService, RawEvent, Series
@@ -33,10 +34,17 @@ def _raw(event: analytics_pb2.Event) -> RawEvent:
 
 
 def _time(request: Message, field: str) -> datetime | None:
+    """A Timestamp field as a datetime; INVALID_ARGUMENT (by its JSON name) when the seconds
+    or nanos are out of the Timestamp's range, which a direct gRPC caller can send."""
     if not request.HasField(field):
         return None
     value: timestamp_pb2.Timestamp = getattr(request, field)
-    return value.ToDatetime(tzinfo=UTC)
+    try:
+        return value.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        name = request.DESCRIPTOR.fields_by_name[field].json_name
+        problem = "is not a valid Timestamp (0001-01-01 to 9999-12-31, nanos 0 to 999999999)"
+        raise InvalidArgument(f"{name}: {problem}", (FieldError(name, problem),)) from None
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:

@@ -72,22 +72,46 @@ def _problem(error: ChatError) -> ProblemError:
 async def _body(request: web.Request) -> Mapping[str, Any]:
     if request.content_type != "application/json":
         raise ProblemError(415, "The body must be JSON (Content-Type: application/json).")
+    raw = await request.read()
     try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise ProblemError(400, "The body is not valid JSON.") from None
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            detail = f"The body is not valid UTF-8 (byte {not_utf8.start})."
+        else:
+            detail = (
+                f"The body is not valid JSON: {error.msg} at line {error.lineno}, "
+                f"column {error.colno} (char {error.pos})."
+            )
+        raise ProblemError(400, detail) from None
     if not isinstance(body, dict):
         raise ProblemError(400, "The body must be a JSON object.")
     return body
+
+
+def _only(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """A 400 naming every member of `body` the route does not take (no silent extras)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ProblemError(
+            400,
+            "The body has unknown fields.",
+            errors=tuple(FieldError(name[:100], "unknown field") for name in unknown[:20]),
+        )
 
 
 def _integer(
     request: web.Request, name: str, default: int | None, low: int, high: int
 ) -> int | None:
     raw = request.query.get(name)
-    if raw is None or raw == "":
+    if raw is None:  # absent; an empty value is not a number (as on the gateway's own routes)
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    # ASCII digits, no more of them than `high` has: str.isdigit() also takes "²", and int()
+    # refuses that and strings over 4300 digits (both were a 500).
+    digits = raw.isascii() and raw.isdigit() and len(raw) <= len(str(high))
+    if not digits or not low <= int(raw) <= high:
         raise ProblemError(
             400,
             f"'{name}' is not valid.",
@@ -125,13 +149,7 @@ def message_json(message: StoredMessage) -> dict[str, object]:
 async def create_room(request: web.Request) -> web.Response:
     caller = await caller_of(request)
     body = await _body(request)
-    unknown = sorted(set(body) - {"name", "private"})
-    if unknown:
-        raise ProblemError(
-            400,
-            "The body has unknown fields.",
-            errors=tuple(FieldError(name, "unknown field") for name in unknown),
-        )
+    _only(body, frozenset({"name", "private"}))
     try:
         room = await request.app[RUNTIME].service.create_room(
             caller.user_id, body.get("name"), body.get("private", False)
@@ -160,6 +178,7 @@ async def list_rooms(request: web.Request) -> web.Response:
 async def add_member(request: web.Request) -> web.Response:
     caller = await caller_of(request)
     body = await _body(request)
+    _only(body, frozenset({"userId"}))
     room_id = request.match_info["room"]
     try:
         member = await request.app[RUNTIME].service.add_member(

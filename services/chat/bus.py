@@ -47,6 +47,7 @@ log = logging.getLogger("services.chat.bus")
 HUB_LINGER_SECONDS: Final = 10.0
 CONFIRM_TIMEOUT_SECONDS: Final = 5.0
 RECONNECT_MAX_DELAY: Final = 5.0
+PUBLISH_TIMEOUT_SECONDS: Final = 0.5
 _tracer = trace.get_tracer("services.chat.bus")
 
 
@@ -96,6 +97,7 @@ class FanoutBus:
         self._confirmations: dict[bytes, asyncio.Future[None]] = {}
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
+        self._publishing: set[asyncio.Task[None]] = set()
         self.healthy = False
 
     @property
@@ -116,6 +118,10 @@ class FanoutBus:
                 await self._reader
         for task in list(self._retiring):
             task.cancel()
+        if self._publishing:  # let stored messages reach the other replicas now if they can
+            await asyncio.wait(list(self._publishing), timeout=PUBLISH_TIMEOUT_SECONDS)
+            for task in list(self._publishing):
+                task.cancel()
         for hub in self._hubs.values():
             hub.close()
         ROOMS.dec(len(self._hubs))
@@ -201,7 +207,10 @@ class FanoutBus:
     # Publishing (any pooled connection: only subscribing needs the dedicated one).
 
     async def _publish(self, room: str, data: bytes) -> None:
-        async with self._gate:
+        """Publish, or fail within `PUBLISH_TIMEOUT_SECONDS`: a command waiting on a silent
+        Redis would hold up the connection's next frames (its commands run in order) for
+        the whole outage. What is not published is delivered from MongoDB by the hubs."""
+        async with asyncio.timeout(PUBLISH_TIMEOUT_SECONDS), self._gate:
             await self._redis.publish(self.channel(room), data)
 
     async def publish_message(self, room: str, seq: int, payload: bytes) -> None:
@@ -209,6 +218,22 @@ class FanoutBus:
         context = trace.get_current_span().get_span_context()
         head = message_header(seq, time.time_ns() // 1000, context)
         await self._publish(room, b"%s %s" % (head, payload))
+
+    def publish_stored(self, room: str, seq: int, payload: bytes, hole: int | None) -> None:
+        """Publish a stored, acknowledged message (after the `hole` seq it skipped, if any) in
+        the background: the sender's next frames never wait on Redis. The hubs release in seq
+        order whatever order publishes land in, and fill what never lands from MongoDB."""
+        task = asyncio.create_task(self._publish_stored(room, seq, payload, hole))
+        self._publishing.add(task)
+        task.add_done_callback(self._publishing.discard)
+
+    async def _publish_stored(self, room: str, seq: int, payload: bytes, hole: int | None) -> None:
+        try:
+            if hole is not None:
+                await self.publish_hole(room, hole)
+            await self.publish_message(room, seq, payload)
+        except Exception:  # stored and acknowledged: the hubs' counter sync delivers it
+            log.warning("publishing seq %d of room %s failed", seq, room, exc_info=True)
 
     async def publish_hole(self, room: str, seq: int) -> None:
         await self._publish(room, b"s%d" % seq)

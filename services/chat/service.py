@@ -7,6 +7,7 @@ status, an ``error`` frame code).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final
@@ -18,6 +19,7 @@ from services.chat.protocol import NOT_A_MEMBER, ROOM_NOT_FOUND
 from services.chat.store import ChatStore, Room, StoredMessage
 
 MAX_ROOM_NAME: Final = 100
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 HISTORY_DEFAULT: Final = 50
 HISTORY_MAX: Final = 100
 PAGE_DEFAULT: Final = 20
@@ -70,6 +72,8 @@ class ChatService:
             errors.append(FieldError("name", "must be a non-empty string"))
         elif len(name.strip()) > MAX_ROOM_NAME:
             errors.append(FieldError("name", f"must be at most {MAX_ROOM_NAME} characters"))
+        elif _CONTROL.search(name):  # a name is shown to every member: no hidden characters
+            errors.append(FieldError("name", "must not contain control characters"))
         if not isinstance(private, bool):
             errors.append(FieldError("private", "must be true or false"))
         if errors:

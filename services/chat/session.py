@@ -365,12 +365,7 @@ class Session:
             room, stored.seq, stored.id, stored.user_id, stored.text, stored.ts,
             stored.client_msg_id,
         )  # fmt: skip
-        try:
-            if result.hole is not None:
-                await runtime.bus.publish_hole(room, result.hole)
-            await runtime.bus.publish_message(room, stored.seq, payload)
-        except Exception:  # stored and acknowledged: the hubs' counter sync delivers it
-            log.warning("publishing seq %d of room %s failed", stored.seq, room, exc_info=True)
+        runtime.bus.publish_stored(room, stored.seq, payload, result.hole)
 
     async def typing(self, command: Typing) -> None:
         connection, room = self.connection, command.room

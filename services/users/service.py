@@ -22,8 +22,12 @@ PASSWORD_MAX: Final = 128
 DISPLAY_NAME_MAX: Final = 100
 PAGE_SIZE_DEFAULT: Final = 20
 PAGE_SIZE_MAX: Final = 100
-# Pragmatic shape check: one @, a dot in the domain, no spaces; deliverability is not ours.
-_EMAIL: Final = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]{2,}$")
+# Pragmatic shape check: one @, a dot in the domain, no spaces or control characters (NUL
+# would not even reach PostgreSQL text); deliverability is not ours.
+_EMAIL: Final = re.compile(
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]{2,}$"
+)
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def normalise_email(email: str) -> str:
@@ -39,6 +43,8 @@ class UserPage:
 def _display_name_problem(display_name: str) -> FieldError | None:
     if not display_name or len(display_name) > DISPLAY_NAME_MAX:
         return FieldError("displayName", f"must be 1 to {DISPLAY_NAME_MAX} characters long")
+    if _CONTROL.search(display_name):
+        return FieldError("displayName", "must not contain control characters")
     return None
 
 

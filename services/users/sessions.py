@@ -82,7 +82,8 @@ class SessionService:
         if problems:
             raise invalid(problems)
         await self._throttle.reserve(email, client_address)
-        credentials = await self._users.credentials(email)
+        # No account's email holds NUL (PostgreSQL text cannot): unknown without a lookup.
+        credentials = None if "\x00" in email else await self._users.credentials(email)
         if credentials is None or len(password) > MAX_INPUT_CHARS:
             await self._passwords.verify_dummy(password[:MAX_INPUT_CHARS])
             raise Unauthenticated(BAD_CREDENTIALS)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -36,3 +38,41 @@ async def mesh_cli(mesh: MeshProcess, *args: str) -> tuple[int, str]:
     output, _ = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, output.decode()
+
+
+PASSWORD = "a long enough secret"
+
+
+@dataclass(frozen=True)
+class Account:
+    email: str
+    id: str
+    access_token: str
+    refresh_token: str
+    user: dict[str, Any]  # the registration's answer
+    tokens: dict[str, Any]  # the login's answer
+
+
+async def new_account(
+    mesh: MeshProcess, http: aiohttp.ClientSession, *, admin: bool = False
+) -> Account:
+    """A new account, signed in; made admin with `mesh users grant-admin` when asked."""
+    email = f"a{uuid.uuid4().hex[:12]}@example.org"
+    status, _, user = await call(
+        http,
+        "POST",
+        f"{mesh.gateway}/api/v1/auth/register",
+        json={"email": email, "password": PASSWORD, "displayName": "Someone"},
+    )
+    assert status == 200, user
+    if admin:
+        code, output = await mesh_cli(mesh, "users", "grant-admin", email)
+        assert code == 0, output
+    status, _, tokens = await call(
+        http,
+        "POST",
+        f"{mesh.gateway}/api/v1/auth/login",
+        json={"email": email, "password": PASSWORD},
+    )
+    assert status == 200, tokens
+    return Account(email, user["id"], tokens["accessToken"], tokens["refreshToken"], user, tokens)

@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from mesh.harness import BackingUrls
-from tests.e2e.mesh_process import MeshProcess, mesh_env, start_mesh
+from tests.e2e.mesh_process import MeshProcess, drop_mesh_databases, mesh_env, start_mesh
 
 READY = "the mesh is ready"
 
@@ -34,6 +34,7 @@ def running_mesh(
     finally:
         if running.process.poll() is None:
             running.stop()
+        drop_mesh_databases(backing.postgres_dsn, namespace)
 
 
 @pytest.fixture(scope="module")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import asyncpg
 import orjson
 
 from mesh.harness import free_port
+from mesh.migrate import POSTGRES_SERVICES, quote_identifier
 from mesh.topology import PROCESSES
 
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -83,9 +87,8 @@ def mesh_env(
     namespace = namespace or f"e{uuid.uuid4().hex[:8]}_"
     ports = {p.name: free_port() for p in PROCESSES}
     ops_ports = {p.name: free_port() for p in PROCESSES}
-    env = {
+    env = {  # `base` is applied last: a test's own settings win over these defaults
         **os.environ,
-        **base,
         "MESH_DATA_DIR": str(data_dir),
         "MESH_NAMESPACE": namespace,
         "MESH_SHUTDOWN_GRACE_SECONDS": "3",
@@ -96,6 +99,7 @@ def mesh_env(
         "MESH_EMBEDDED_POSTGRES_PORT": str(free_port()),
         "MESH_EMBEDDED_REDIS_PORT": str(free_port()),
         "MESH_EMBEDDED_MONGO_PORT": str(free_port()),
+        **base,
     }
     for spec in PROCESSES:
         env[spec.port_var] = str(ports[spec.name])
@@ -126,5 +130,22 @@ def pid_alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as stat:
             return stat.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone between the open and the read
         return False
+
+
+def drop_mesh_databases(postgres_dsn: str, namespace: str) -> None:
+    """Drop the PostgreSQL databases a stopped test mesh made (those of its namespace), so a
+    machine's server does not collect them run after run. Callable with or without a loop."""
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(postgres_dsn)
+        try:
+            for service in POSTGRES_SERVICES:
+                name = quote_identifier(f"{namespace}{service}")
+                await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        finally:
+            await connection.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, drop()).result(timeout=60)

@@ -19,31 +19,13 @@ from pymongo import AsyncMongoClient
 
 from mesh.auth.keys import load_or_create_keys
 from mesh.harness import BackingUrls
-from tests.e2e.client import call, mesh_cli
+from tests.e2e.client import PASSWORD, call, mesh_cli, new_account
 from tests.e2e.mesh_process import MeshProcess
 
-PASSWORD = "a long enough secret"
 
-
-async def sign_up(
-    mesh: MeshProcess, http: aiohttp.ClientSession, email: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    email = email or f"u{uuid.uuid4().hex[:10]}@example.org"
-    status, _, user = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/register",
-        json={"email": email, "password": PASSWORD, "displayName": "Someone"},
-    )
-    assert status == 200, user
-    status, _, tokens = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/login",
-        json={"email": email, "password": PASSWORD},
-    )
-    assert status == 200, tokens
-    return email, {**tokens, "user": user}
+async def sign_up(mesh: MeshProcess, http: aiohttp.ClientSession) -> tuple[str, dict[str, Any]]:
+    account = await new_account(mesh, http)
+    return account.email, {**account.tokens, "user": account.user}
 
 
 async def test_register_login_me_and_update(mesh: MeshProcess, http: aiohttp.ClientSession) -> None:

@@ -7,33 +7,12 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.e2e.client import call, mesh_cli
+from tests.e2e.client import call, mesh_cli, new_account
 from tests.e2e.mesh_process import MeshProcess
-
-PASSWORD = "a long enough secret"
 
 
 async def signed_in(mesh: MeshProcess, http: aiohttp.ClientSession, admin: bool = False) -> str:
-    email = f"c{uuid.uuid4().hex[:10]}@example.org"
-    status, _, body = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/register",
-        json={"email": email, "password": PASSWORD, "displayName": "Shopper"},
-    )
-    assert status == 200, body
-    if admin:
-        code, output = await mesh_cli(mesh, "users", "grant-admin", email)
-        assert code == 0, output
-    status, _, tokens = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/login",
-        json={"email": email, "password": PASSWORD},
-    )
-    assert status == 200, tokens
-    token: str = tokens["accessToken"]
-    return token
+    return (await new_account(mesh, http, admin=admin)).access_token
 
 
 async def test_seed_then_browse_every_page_once(

@@ -29,19 +29,13 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.mesh.v1 import access_pb2 as protos_dot_mesh_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/analytics/v1/analytics.proto\x12\x0c\x61nalytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bprotos/mesh/v1/access.proto\"\x9f\x01\n\x05\x45vent\x12\x16\n\x08\x65vent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\ttimestamp\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07sent_at\x18\x04 \x01(\t\x12\x14\n\x0c\x61nonymous_id\x18\x05 \x01(\t\x12*\n\nproperties\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"@\n\x13IngestEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.analytics.v1.EventB\x04\xe2\x41\x01\x02\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"k\n\x14IngestEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.analytics.v1.RejectedEvent\"\xca\x01\n\x12\x43ountEventsRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x10\n\x08interval\x18\x04 \x01(\t\x12\n\n\x02tz\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"B\n\x06\x42ucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"K\n\x13\x43ountEventsResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.analytics.v1.Bucket\x12\r\n\x05total\x18\x02 \x01(\x03\"\xe0\x01\n\x10TopValuesRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x16\n\x08property\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x06 \x01(\tB\x08\n\x06_limit\"B\n\nValueCount\x12%\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"=\n\x11TopValuesResponse\x12(\n\x06values\x18\x01 \x03(\x0b\x32\x18.analytics.v1.ValueCount\"\xcb\x01\n\x13\x43ountUniquesRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x10\n\x08interval\x18\x04 \x01(\t\x12\n\n\x02tz\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"=\n\x14\x43ountUniquesResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.analytics.v1.Bucket\"\xbe\x01\n\rFunnelRequest\x12\x13\n\x05steps\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06within\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x0e\n\x06source\x18\x05 \x01(\t\")\n\nFunnelStep\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05users\x18\x02 \x01(\x03\"9\n\x0e\x46unnelResponse\x12\'\n\x05steps\x18\x01 \x03(\x0b\x32\x18.analytics.v1.FunnelStep2\xed\x04\n\x10\x41nalyticsService\x12\x84\x01\n\x0cIngestEvents\x12!.analytics.v1.IngestEventsRequest\x1a\".analytics.v1.IngestEventsResponse\"-\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/analytics/events:batch:\x01*\x12x\n\x0b\x43ountEvents\x12 .analytics.v1.CountEventsRequest\x1a!.analytics.v1.CountEventsResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/analytics/counts\x12o\n\tTopValues\x12\x1e.analytics.v1.TopValuesRequest\x1a\x1f.analytics.v1.TopValuesResponse\"!\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/analytics/top\x12|\n\x0c\x43ountUniques\x12!.analytics.v1.CountUniquesRequest\x1a\".analytics.v1.CountUniquesResponse\"%\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/analytics/uniques\x12i\n\x06\x46unnel\x12\x1b.analytics.v1.FunnelRequest\x1a\x1c.analytics.v1.FunnelResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/analytics/funnelb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/analytics/v1/analytics.proto\x12\x0c\x61nalytics.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bprotos/mesh/v1/access.proto\"\x8d\x01\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\ttimestamp\x18\x03 \x01(\t\x12\x0f\n\x07sent_at\x18\x04 \x01(\t\x12\x14\n\x0c\x61nonymous_id\x18\x05 \x01(\t\x12*\n\nproperties\x18\x06 \x01(\x0b\x32\x16.google.protobuf.Value\"@\n\x13IngestEventsRequest\x12)\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x13.analytics.v1.EventB\x04\xe2\x41\x01\x02\".\n\rRejectedEvent\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0e\n\x06reason\x18\x02 \x01(\t\"k\n\x14IngestEventsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05\x12\x12\n\nduplicates\x18\x02 \x01(\x05\x12-\n\x08rejected\x18\x03 \x03(\x0b\x32\x1b.analytics.v1.RejectedEvent\"\xca\x01\n\x12\x43ountEventsRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x10\n\x08interval\x18\x04 \x01(\t\x12\n\n\x02tz\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"B\n\x06\x42ucket\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"K\n\x13\x43ountEventsResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.analytics.v1.Bucket\x12\r\n\x05total\x18\x02 \x01(\x03\"\xe0\x01\n\x10TopValuesRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x16\n\x08property\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x05limit\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06source\x18\x06 \x01(\tB\x08\n\x06_limit\"B\n\nValueCount\x12%\n\x05value\x18\x01 \x01(\x0b\x32\x16.google.protobuf.Value\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"=\n\x11TopValuesResponse\x12(\n\x06values\x18\x01 \x03(\x0b\x32\x18.analytics.v1.ValueCount\"\xcb\x01\n\x13\x43ountUniquesRequest\x12\x12\n\x04type\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x10\n\x08interval\x18\x04 \x01(\t\x12\n\n\x02tz\x18\x05 \x01(\t\x12\x0e\n\x06source\x18\x06 \x01(\t\"=\n\x14\x43ountUniquesResponse\x12%\n\x07\x62uckets\x18\x01 \x03(\x0b\x32\x14.analytics.v1.Bucket\"\xbe\x01\n\rFunnelRequest\x12\x13\n\x05steps\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06within\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x04\x66rom\x12\x36\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x02R\x02to\x12\x0e\n\x06source\x18\x05 \x01(\t\")\n\nFunnelStep\x12\x0c\n\x04type\x18\x01 \x01(\t\x12\r\n\x05users\x18\x02 \x01(\x03\"9\n\x0e\x46unnelResponse\x12\'\n\x05steps\x18\x01 \x03(\x0b\x32\x18.analytics.v1.FunnelStep2\xed\x04\n\x10\x41nalyticsService\x12\x84\x01\n\x0cIngestEvents\x12!.analytics.v1.IngestEventsRequest\x1a\".analytics.v1.IngestEventsResponse\"-\xc8\xf3\x18\x02\x82\xd3\xe4\x93\x02#\"\x1e/api/v1/analytics/events:batch:\x01*\x12x\n\x0b\x43ountEvents\x12 .analytics.v1.CountEventsRequest\x1a!.analytics.v1.CountEventsResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/analytics/counts\x12o\n\tTopValues\x12\x1e.analytics.v1.TopValuesRequest\x1a\x1f.analytics.v1.TopValuesResponse\"!\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/analytics/top\x12|\n\x0c\x43ountUniques\x12!.analytics.v1.CountUniquesRequest\x1a\".analytics.v1.CountUniquesResponse\"%\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/analytics/uniques\x12i\n\x06\x46unnel\x12\x1b.analytics.v1.FunnelRequest\x1a\x1c.analytics.v1.FunnelResponse\"$\xc8\xf3\x18\x03\x82\xd3\xe4\x93\x02\x1a\x12\x18/api/v1/analytics/funnelb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.analytics.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EVENT'].fields_by_name['event_id']._loaded_options = None
-  _globals['_EVENT'].fields_by_name['event_id']._serialized_options = b'\342A\001\002'
-  _globals['_EVENT'].fields_by_name['type']._loaded_options = None
-  _globals['_EVENT'].fields_by_name['type']._serialized_options = b'\342A\001\002'
-  _globals['_EVENT'].fields_by_name['timestamp']._loaded_options = None
-  _globals['_EVENT'].fields_by_name['timestamp']._serialized_options = b'\342A\001\002'
   _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._loaded_options = None
   _globals['_INGESTEVENTSREQUEST'].fields_by_name['events']._serialized_options = b'\342A\001\002'
   _globals['_COUNTEVENTSREQUEST'].fields_by_name['type']._loaded_options = None
@@ -83,35 +77,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSSERVICE'].methods_by_name['Funnel']._loaded_options = None
   _globals['_ANALYTICSSERVICE'].methods_by_name['Funnel']._serialized_options = b'\310\363\030\003\202\323\344\223\002\032\022\030/api/v1/analytics/funnel'
   _globals['_EVENT']._serialized_start=209
-  _globals['_EVENT']._serialized_end=368
-  _globals['_INGESTEVENTSREQUEST']._serialized_start=370
-  _globals['_INGESTEVENTSREQUEST']._serialized_end=434
-  _globals['_REJECTEDEVENT']._serialized_start=436
-  _globals['_REJECTEDEVENT']._serialized_end=482
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=484
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=591
-  _globals['_COUNTEVENTSREQUEST']._serialized_start=594
-  _globals['_COUNTEVENTSREQUEST']._serialized_end=796
-  _globals['_BUCKET']._serialized_start=798
-  _globals['_BUCKET']._serialized_end=864
-  _globals['_COUNTEVENTSRESPONSE']._serialized_start=866
-  _globals['_COUNTEVENTSRESPONSE']._serialized_end=941
-  _globals['_TOPVALUESREQUEST']._serialized_start=944
-  _globals['_TOPVALUESREQUEST']._serialized_end=1168
-  _globals['_VALUECOUNT']._serialized_start=1170
-  _globals['_VALUECOUNT']._serialized_end=1236
-  _globals['_TOPVALUESRESPONSE']._serialized_start=1238
-  _globals['_TOPVALUESRESPONSE']._serialized_end=1299
-  _globals['_COUNTUNIQUESREQUEST']._serialized_start=1302
-  _globals['_COUNTUNIQUESREQUEST']._serialized_end=1505
-  _globals['_COUNTUNIQUESRESPONSE']._serialized_start=1507
-  _globals['_COUNTUNIQUESRESPONSE']._serialized_end=1568
-  _globals['_FUNNELREQUEST']._serialized_start=1571
-  _globals['_FUNNELREQUEST']._serialized_end=1761
-  _globals['_FUNNELSTEP']._serialized_start=1763
-  _globals['_FUNNELSTEP']._serialized_end=1804
-  _globals['_FUNNELRESPONSE']._serialized_start=1806
-  _globals['_FUNNELRESPONSE']._serialized_end=1863
-  _globals['_ANALYTICSSERVICE']._serialized_start=1866
-  _globals['_ANALYTICSSERVICE']._serialized_end=2487
+  _globals['_EVENT']._serialized_end=350
+  _globals['_INGESTEVENTSREQUEST']._serialized_start=352
+  _globals['_INGESTEVENTSREQUEST']._serialized_end=416
+  _globals['_REJECTEDEVENT']._serialized_start=418
+  _globals['_REJECTEDEVENT']._serialized_end=464
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=466
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=573
+  _globals['_COUNTEVENTSREQUEST']._serialized_start=576
+  _globals['_COUNTEVENTSREQUEST']._serialized_end=778
+  _globals['_BUCKET']._serialized_start=780
+  _globals['_BUCKET']._serialized_end=846
+  _globals['_COUNTEVENTSRESPONSE']._serialized_start=848
+  _globals['_COUNTEVENTSRESPONSE']._serialized_end=923
+  _globals['_TOPVALUESREQUEST']._serialized_start=926
+  _globals['_TOPVALUESREQUEST']._serialized_end=1150
+  _globals['_VALUECOUNT']._serialized_start=1152
+  _globals['_VALUECOUNT']._serialized_end=1218
+  _globals['_TOPVALUESRESPONSE']._serialized_start=1220
+  _globals['_TOPVALUESRESPONSE']._serialized_end=1281
+  _globals['_COUNTUNIQUESREQUEST']._serialized_start=1284
+  _globals['_COUNTUNIQUESREQUEST']._serialized_end=1487
+  _globals['_COUNTUNIQUESRESPONSE']._serialized_start=1489
+  _globals['_COUNTUNIQUESRESPONSE']._serialized_end=1550
+  _globals['_FUNNELREQUEST']._serialized_start=1553
+  _globals['_FUNNELREQUEST']._serialized_end=1743
+  _globals['_FUNNELSTEP']._serialized_start=1745
+  _globals['_FUNNELSTEP']._serialized_end=1786
+  _globals['_FUNNELRESPONSE']._serialized_start=1788
+  _globals['_FUNNELRESPONSE']._serialized_end=1845
+  _globals['_ANALYTICSSERVICE']._serialized_start=1848
+  _globals['_ANALYTICSSERVICE']._serialized_end=2469
 # @@protoc_insertion_point(module_scope)

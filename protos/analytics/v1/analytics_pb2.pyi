@@ -25,6 +25,11 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Event(_message.Message):
+    """An event needs event_id, type and timestamp, but they are not marked REQUIRED
+    (google.api.field_behavior, AIP-203: the request fails without them): an event without
+    one is rejected on its own, in IngestEventsResponse.rejected, and the batch succeeds.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
@@ -34,12 +39,12 @@ class Event(_message.Message):
     ANONYMOUS_ID_FIELD_NUMBER: _builtins.int
     PROPERTIES_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
-    """A UUID made by the client; the idempotency key of the event."""
+    """A UUID made by the client; the idempotency key of the event. Needed."""
     type: _builtins.str
-    """Matches ^[a-z][a-z0-9_.]{0,63}$."""
+    """Matches ^[a-z][a-z0-9_.]{0,63}$. Needed."""
     timestamp: _builtins.str
     """When the event happened, by the client's clock (RFC 3339). A string rather than a
-    Timestamp so that one malformed event is rejected alone, not the whole batch.
+    Timestamp so that one malformed event is rejected alone, not the whole batch. Needed.
     """
     sent_at: _builtins.str
     """When the client sent it, by the same clock (RFC 3339); used to correct clock skew."""

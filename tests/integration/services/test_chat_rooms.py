@@ -147,3 +147,14 @@ async def test_history_is_newest_first_paged_by_seq_for_members_only(
     for params in ({"limit": "0"}, {"limit": "101"}, {"before": "x"}):
         status, _problem = await rest("GET", url, token, params=params)
         assert status == 400, params
+
+
+@pytest.mark.parametrize("value", ["", "²", "٣", "-1", " 5", "9" * 5000])
+async def test_a_query_number_that_is_not_plain_ascii_digits_is_a_400(
+    env: ChatEnv, chat: Chat, value: str
+) -> None:
+    """Found by fuzzing: "" meant the default, "²" and 5000 digits were a 500 (int() refuses
+    what str.isdigit() accepts)."""
+    _, token = env.user()
+    status, problem = await rest("GET", rooms_url(chat), token, params={"pageSize": value})
+    assert (status, problem["errors"][0]["field"]) == (400, "pageSize")

@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from mesh.harness import BackingUrls, free_port
-from tests.e2e.mesh_process import MeshProcess, mesh_env, start_mesh
+from tests.e2e.mesh_process import MeshProcess, drop_mesh_databases, mesh_env, start_mesh
 from tests.otlp_receiver import OtlpReceiver, otlp_receiver
 
 READY = "the mesh is ready"
@@ -63,6 +63,7 @@ async def traced_mesh(
     finally:
         if mesh.process.poll() is None:
             mesh.stop()
+        drop_mesh_databases(backing.postgres_dsn, namespace)
 
 
 def chat_ports(mesh: MeshProcess) -> list[int]:

@@ -97,22 +97,33 @@ def test_message_schemas_follow_the_proto3_json_mapping() -> None:
     book = SCHEMAS["gwtest.v1.Book"]
     props = book["properties"]
     assert book["type"] == "object"
-    assert props["pages"] == {"type": "string", "format": "int64"}
-    assert props["isbn"] == {"type": "string", "format": "int64"}
-    assert props["publishedAt"] == {"type": "string", "format": "date-time", "readOnly": True}
-    assert props["id"] == {"type": "string", "readOnly": True}
-    assert props["secret"] == {"type": "string", "writeOnly": True}
-    assert props["extra"] == {"type": "object", "additionalProperties": True}
+    # Every field but a REQUIRED one also takes null (the mapping reads it as the default).
+    assert props["pages"] == {"type": ["string", "null"], "format": "int64"}
+    assert props["isbn"] == {"type": ["string", "null"], "format": "int64"}
+    assert props["publishedAt"] == {
+        "type": ["string", "null"],
+        "format": "date-time",
+        "readOnly": True,
+    }
+    assert props["id"] == {"type": ["string", "null"], "readOnly": True}
+    assert props["secret"] == {"type": ["string", "null"], "writeOnly": True}
+    assert props["extra"] == {"type": ["object", "null"], "additionalProperties": True}
     assert props["anything"] == {}
-    assert props["kind"] == {"type": "string", "enum": ["KIND_UNSPECIFIED", "NOVEL", "ESSAY"]}
-    assert props["tags"] == {"type": "array", "items": {"type": "string"}}
+    assert props["kind"] == {
+        "type": ["string", "null"],
+        "enum": ["KIND_UNSPECIFIED", "NOVEL", "ESSAY", None],
+    }
+    assert props["tags"] == {"type": ["array", "null"], "items": {"type": "string"}}
     assert props["ratings"] == {
-        "type": "object",
+        "type": ["object", "null"],
         "additionalProperties": {"type": "integer", "format": "int32"},
     }
-    assert props["author"] == {"$ref": "#/components/schemas/gwtest.v1.Author"}
+    assert props["author"] == {
+        "anyOf": [{"$ref": "#/components/schemas/gwtest.v1.Author"}, {"type": "null"}]
+    }
     assert props["edition"]["type"] == ["integer", "null"]
-    assert props["cover"] == {"type": "string", "format": "byte"}
+    assert props["cover"] == {"type": ["string", "null"], "format": "byte"}
+    assert props["title"] == {"type": "string"}  # REQUIRED: null would be refused
     assert book["required"] == ["title"]
     assert "gwtest.v1.Author" in SCHEMAS
 
@@ -130,3 +141,21 @@ def test_real_protos_field_behaviors() -> None:
     assert "email" in register["required"]
     assert register["properties"]["password"].get("writeOnly") is True
     assert SCHEMAS["catalog.v1.Product"]["properties"]["id"]["readOnly"] is True
+
+
+def test_every_operation_declares_who_may_call_it() -> None:
+    """`security` and `x-mesh-access` follow each method's (mesh.v1.access) option."""
+    expected = {
+        "users.v1.UsersService.Login": ("public", []),
+        "users.v1.UsersService.GetMe": ("user", [{"bearer": []}]),
+        "users.v1.UsersService.GetUser": ("admin", [{"bearer": ["admin"]}]),
+        "gateway.Health": ("public", []),
+        "gateway.ChatWebSocket": ("user", [{"bearer": []}]),
+    }
+    seen = {}
+    for item in DOCUMENT["paths"].values():
+        for op in item.values():
+            assert op["x-mesh-access"] in ("public", "user", "admin", "closed"), op["operationId"]
+            seen[op["operationId"]] = (op["x-mesh-access"], op["security"])
+    assert {k: seen[k] for k in expected} == expected
+    assert DOCUMENT["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

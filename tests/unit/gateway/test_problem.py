@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+from yarl import URL
 
 from mesh.errors import FieldError, InvalidArgument, ResourceExhausted, to_grpc_status
 from mesh.problem import (
@@ -204,5 +205,23 @@ async def test_middleware_renders_problems_in_any_aiohttp_app(
         assert redirect.status == 302
         assert redirect.headers["Location"] == "/elsewhere"
         assert redirect.content_type != PROBLEM_CONTENT_TYPE
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "instance"),
+    [
+        ("/missing/a%20b", "/missing/a%20b"),
+        ("/missing/%C3%B5w%09%0F", "/missing/%C3%B5w%09%0F"),  # found by fuzzing: was raw
+        ("/missing/100%25:x@y", "/missing/100%25:x@y"),
+        ("/missing/%22%3C%3E%5C%5E%60%7B%7C%7D", "/missing/%22%3C%3E%5C%5E%60%7B%7C%7D"),
+    ],
+)
+async def test_instance_is_a_uri_reference_whatever_the_path(sent: str, instance: str) -> None:
+    client = await _problem_app_client()
+    try:
+        body = await read_problem(await client.get(URL(sent, encoded=True)), 404)
+        assert body["instance"] == instance
     finally:
         await client.close()

@@ -11,7 +11,7 @@ from multidict import MultiDict
 
 from gateway.body import NO_BODY
 from gateway.routing import Route, build_routes
-from gateway.transcoding import Transcoder, field_error, scalar_from_string
+from gateway.transcoding import Transcoder, field_error, locate_error, scalar_from_string
 from mesh.problem import ProblemError
 from tests.unit.gateway.bookshelf import BOOKSHELF, message, new
 
@@ -46,6 +46,7 @@ def field(message_name: str, name: str) -> Any:
         ("ListBooksRequest", "page_size", "-12", -12),
         ("ListBooksRequest", "big", "9223372036854775807", 9223372036854775807),
         ("ListBooksRequest", "small", "4294967295", 4294967295),
+        ("ListBooksRequest", "page_size", "-0000000000000000000000012", -12),
         ("ListBooksRequest", "ratio", "1.5", 1.5),
         ("ListBooksRequest", "ratio", "NaN", "NaN"),
         ("ListBooksRequest", "ratio", "-Infinity", "-Infinity"),
@@ -67,6 +68,7 @@ def test_scalar_conversion(message_name: str, field_name: str, raw: str, expecte
     ("field_name", "raw", "message"),
     [
         ("page_size", "2147483648", "out of range"),
+        ("big", "9" * 5000, r"^out of range \[-9223372036854775808, 9223372036854775807\]$"),
         ("page_size", "1e3", "expected an integer"),
         ("small", "-1", "out of range"),
         ("ratio", "abc", "expected a number"),
@@ -173,6 +175,30 @@ def test_field_error_from_a_deep_unknown_field() -> None:
         json_format.ParseDict({"books": [{}, {"author": {"x": 1}}]}, new("ListBooksResponse"))
     error = field_error(message("ListBooksResponse"), raised.value)
     assert (error.field, error.message) == ("books[1].author.x", "unknown field")
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"books": [1, 2]}, ("books[0]", "expected an object")),
+        ({"books": [{}, None]}, ("books[1]", "expected an object")),
+        ({"books": [{}, [1]]}, ("books[1]", "expected an object")),
+        ({"books": [{}, {"pages": "x"}]}, ("books[1].pages", "expected an integer")),
+        ({"books": [{"author": {"age": "x"}}]}, ("books[0].author.age", "expected an integer")),
+        ({"books": [{"tags": [1]}]}, ("books[0].tags[0]", "expected a string")),
+        ({"books": {}}, ("books", "expected an array")),
+        ({"books": [{}], "nope": 1}, ("nope", "unknown field")),
+    ],
+)
+def test_locate_error_names_the_item_of_a_repeated_message(
+    document: dict[str, object], expected: tuple[str, str]
+) -> None:
+    descriptor = message("ListBooksResponse")
+    with pytest.raises(json_format.ParseError):
+        json_format.ParseDict(document, new("ListBooksResponse"))
+    error = locate_error(descriptor, document)
+    assert error is not None
+    assert (error.field, error.message) == expected
 
 
 def test_response_json_prints_zero_values_and_int64_strings() -> None:
