@@ -68,11 +68,15 @@ async def new_account(
     if admin:
         code, output = await mesh_cli(mesh, "users", "grant-admin", email)
         assert code == 0, output
+    tokens = await log_in(http, mesh.gateway, email)
+    return Account(email, user["id"], tokens["accessToken"], tokens["refreshToken"], user, tokens)
+
+
+async def log_in(http: aiohttp.ClientSession, gateway: str, email: str) -> dict[str, Any]:
+    """The login answer (tokens) of an account registered with `PASSWORD`."""
     status, _, tokens = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/login",
-        json={"email": email, "password": PASSWORD},
+        http, "POST", f"{gateway}/api/v1/auth/login", json={"email": email, "password": PASSWORD}
     )
     assert status == 200, tokens
-    return Account(email, user["id"], tokens["accessToken"], tokens["refreshToken"], user, tokens)
+    result: dict[str, Any] = tokens
+    return result

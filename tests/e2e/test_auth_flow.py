@@ -19,7 +19,7 @@ from pymongo import AsyncMongoClient
 
 from mesh.auth.keys import load_or_create_keys
 from mesh.harness import BackingUrls
-from tests.e2e.client import PASSWORD, call, mesh_cli, new_account
+from tests.e2e.client import PASSWORD, call, log_in, mesh_cli, new_account
 from tests.e2e.mesh_process import MeshProcess
 
 
@@ -215,14 +215,7 @@ async def test_admin_routes(mesh: MeshProcess, http: aiohttp.ClientSession) -> N
 async def sign_up_again(
     mesh: MeshProcess, http: aiohttp.ClientSession, email: str
 ) -> tuple[str, dict[str, Any]]:
-    status, _, tokens = await call(
-        http,
-        "POST",
-        f"{mesh.gateway}/api/v1/auth/login",
-        json={"email": email, "password": PASSWORD},
-    )
-    assert status == 200, tokens
-    return email, tokens
+    return email, await log_in(http, mesh.gateway, email)
 
 
 async def test_jwks_is_published(mesh: MeshProcess, http: aiohttp.ClientSession) -> None:

@@ -11,13 +11,22 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+import pytest_asyncio
 
 from mesh.harness import BackingUrls
-from tests.e2e.conftest import http, mesh  # noqa: F401 (fixtures: a mesh per module, a client)
+from tests.e2e import conftest as e2e
+from tests.e2e.mesh_process import MeshProcess
 from tests.resilience.faultproxy import ProxyHost
+from tests.resilience.inventory import Operation, operations
 from tests.resilience.stack import FaultyMesh, faulty_mesh
 from tests.resilience.tally import TALLY
+from tests.resilience.world import World, build_world
+
+# The e2e fixtures, shared: `mesh` (the whole mesh, one per module) and `http` (a client).
+mesh = e2e.mesh
+http = e2e.http
 
 REPORT = Path("test-artifacts") / "resilience-report.json"
 _HERE = Path(__file__).parent
@@ -61,3 +70,16 @@ def faulty(
     """The whole mesh with a fault proxy on every link (tests/resilience/stack.py), per module."""
     with faulty_mesh(backing, tmp_path_factory.mktemp("faulty-mesh"), proxies) as running:
         yield running
+
+
+@pytest_asyncio.fixture(scope="module")
+async def world(mesh: MeshProcess) -> World:
+    """The users and objects the security tests attack (`world.py`), on the module's mesh."""
+    return await build_world(mesh)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def ops(mesh: MeshProcess) -> list[Operation]:
+    """Every operation of the module's mesh, from its live /openapi.json (`inventory.py`)."""
+    async with aiohttp.ClientSession() as http:
+        return await operations(http, mesh.gateway)

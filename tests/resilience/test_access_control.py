@@ -46,25 +46,14 @@ from gateway.upstreams import GRPC_SERVICES
 from mesh.auth.access import ADMIN, PUBLIC, USER, method_access
 from mesh.auth.keys import load_or_create_keys
 from mesh.harness import free_port
-from tests.e2e.client import PASSWORD, call
+from tests.e2e.client import PASSWORD, call, log_in
 from tests.e2e.mesh_process import MeshProcess
-from tests.resilience.inventory import Operation, operations
+from tests.resilience.inventory import Operation
 from tests.resilience.tally import TALLY
-from tests.resilience.world import World, build_world, new_product, product_body
+from tests.resilience.world import World, new_product, product_body
 
 PROBLEM = "application/problem+json"
 ACCESS_NAMES: dict[int, str] = {PUBLIC: "public", USER: "user", ADMIN: "admin"}
-
-
-@pytest_asyncio.fixture(scope="module")
-async def world(mesh: MeshProcess) -> World:
-    return await build_world(mesh)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(mesh: MeshProcess) -> list[Operation]:
-    async with aiohttp.ClientSession() as http:
-        return await operations(http, mesh.gateway)
 
 
 def assert_problem(
@@ -554,13 +543,7 @@ async def _register(world: World, http: aiohttp.ClientSession) -> WriteExample:
     email = f"m{uuid.uuid4().hex[:12]}@example.org"
 
     async def read(answer: dict[str, Any]) -> dict[str, Any]:
-        status, _, tokens = await call(
-            http,
-            "POST",
-            f"{world.gateway}/api/v1/auth/login",
-            json={"email": email, "password": PASSWORD},
-        )
-        assert status == 200, tokens
+        tokens = await log_in(http, world.gateway, email)
         me = (await call(http, "GET", f"{world.gateway}/api/v1/users/me", tokens["accessToken"]))[2]
         claims = jwt.decode(tokens["accessToken"], options={"verify_signature": False})
         return {**me, "tokenRoles": claims["roles"]}

@@ -32,7 +32,7 @@ from tests.e2e.client import PASSWORD, call
 from tests.e2e.mesh_process import MeshProcess, pid_alive
 from tests.resilience.inventory import Operation, operations
 from tests.resilience.tally import TALLY
-from tests.resilience.world import World, build_world, product_body
+from tests.resilience.world import World, product_body
 
 PROBLEM = "application/problem+json"
 RSS_GROWTH_LIMIT = 25 * 1024 * 1024  # before the grpc_server fix users grew ~8 MiB a round
@@ -48,11 +48,6 @@ OBJECT = re.compile(r"object", re.I)
 # left out: the answer names the required fields instead.
 OBJECT_OR_EMPTY = re.compile(r"object|required", re.I)
 MEDIA = re.compile(r"application/json", re.I)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def world(mesh: MeshProcess) -> World:
-    return await build_world(mesh)
 
 
 @pytest_asyncio.fixture(scope="module")

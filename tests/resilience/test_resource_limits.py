@@ -24,7 +24,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from gateway.policy import CHAT_HTTP, POLICIES_VAR
 from gateway.settings import GatewaySettings
@@ -34,9 +33,9 @@ from services.chat.app import BODY_LIMIT_BYTES as CHAT_BODY_LIMIT
 from tests.e2e.client import call
 from tests.e2e.conftest import running_mesh
 from tests.e2e.mesh_process import MeshProcess
-from tests.resilience.inventory import Operation, operations
+from tests.resilience.inventory import Operation
 from tests.resilience.tally import TALLY
-from tests.resilience.world import World, build_world
+from tests.resilience.world import World
 
 POLICIES = Path(__file__).with_name("limits_policies.toml")
 PROBLEM = "application/problem+json"
@@ -50,17 +49,6 @@ def mesh(backing: BackingUrls, tmp_path_factory: pytest.TempPathFactory) -> Iter
     extra = {POLICIES_VAR: str(POLICIES)}
     with running_mesh(backing, tmp_path_factory.mktemp("mesh-data"), extra) as running:
         yield running
-
-
-@pytest_asyncio.fixture(scope="module")
-async def world(mesh: MeshProcess) -> World:
-    return await build_world(mesh)
-
-
-@pytest_asyncio.fixture(scope="module")
-async def ops(mesh: MeshProcess) -> list[Operation]:
-    async with aiohttp.ClientSession() as http:
-        return await operations(http, mesh.gateway)
 
 
 @pytest.fixture(scope="module")
