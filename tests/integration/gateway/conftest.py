@@ -18,8 +18,11 @@ from gateway.routing import UpstreamService
 from gateway.settings import GatewaySettings
 from gateway.upstreams import GRPC_SERVICES
 from protos.catalog.v1 import catalog_pb2_grpc
+from protos.users.v1 import users_pb2_grpc
 from tests.integration.gateway.fakes import (
+    KEY,
     CatalogServicer,
+    JwksServicer,
     ShelfServicer,
     chat_app,
     start_grpc_server,
@@ -106,3 +109,16 @@ async def gateway(
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     async with serve(upstreams.settings()) as client:
         yield client
+
+
+@pytest_asyncio.fixture(scope="module")
+async def jwks_address() -> AsyncIterator[str]:
+    """A users service that only publishes the key TOKEN is signed with (`fakes.KEY`)."""
+    servicer = JwksServicer(KEY)
+    server, address, _ = await start_grpc_server(
+        lambda s: users_pb2_grpc.add_UsersServiceServicer_to_server(servicer, s)
+    )
+    try:
+        yield address
+    finally:
+        await server.stop(None)

@@ -18,8 +18,12 @@ from google.protobuf import message_factory
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from mesh.auth.keys import SigningKey, public_jwk
+from mesh.auth.tokens import TokenIssuer, TokenSettings
 from mesh.errors import FieldError, InvalidArgument, ResourceExhausted, to_grpc_status
 from protos.catalog.v1 import catalog_pb2, catalog_pb2_grpc
+from protos.users.v1 import users_pb2, users_pb2_grpc
+from tests.integration.services.users.support import new_key
 from tests.unit.gateway.bookshelf import SERVICE as SHELF_SERVICE
 from tests.unit.gateway.bookshelf import new
 
@@ -283,3 +287,20 @@ def chat_app() -> web.Application:
     app.router.add_get("/health/ready", _chat_ready)
     app.router.add_get("/ws/chat", _chat_ws)
     return app
+
+
+# A signing key, a user's token signed with it, and the users service part that publishes it.
+KEY = new_key()
+TOKEN = TokenIssuer([KEY], TokenSettings()).issue("u-1", ["user"])
+
+
+class JwksServicer(users_pb2_grpc.UsersServiceServicer):
+    """Only GetJwks: what a gateway needs from users to verify tokens."""
+
+    def __init__(self, *keys: SigningKey) -> None:
+        self._jwks = users_pb2.Jwks(keys=[users_pb2.Jwk(**public_jwk(k)) for k in keys])
+
+    async def GetJwks(
+        self, request: users_pb2.GetJwksRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> users_pb2.Jwks:
+        return self._jwks

@@ -29,11 +29,9 @@ from mesh.netbind import free_port
 from mesh.settings import Env
 from mesh.topology import GATEWAY
 from mesh.web import serve_http
-from protos.users.v1 import users_pb2_grpc
 from tests.integration.gateway.conftest import SERVICES, FakeUpstreams, closed_address, serve
-from tests.integration.gateway.fakes import start_grpc_server
+from tests.integration.gateway.fakes import TOKEN
 from tests.integration.gateway.test_unary import problem
-from tests.integration.gateway.test_ws_proxy import KEY, TOKEN, JwksServicer
 
 Client = TestClient[web.Request, web.Application]
 MIB = 1024 * 1024
@@ -101,19 +99,6 @@ async def echo_chat() -> AsyncIterator[tuple[str, web.Application]]:
         yield str(server.make_url("")).rstrip("/"), app
     finally:
         await server.close()
-
-
-@pytest_asyncio.fixture(scope="module")
-async def jwks_address() -> AsyncIterator[str]:
-    """A users service that only publishes the key TOKEN is signed with."""
-    servicer = JwksServicer(KEY)
-    server, address, _ = await start_grpc_server(
-        lambda s: users_pb2_grpc.add_UsersServiceServicer_to_server(servicer, s)
-    )
-    try:
-        yield address
-    finally:
-        await server.stop(None)
 
 
 @pytest.fixture(scope="module")

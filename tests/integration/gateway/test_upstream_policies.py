@@ -27,13 +27,15 @@ from gateway.settings import BreakerSettings, RateLimitSettings, RetrySettings
 from protos.users.v1 import users_pb2_grpc
 from tests.integration.gateway.conftest import FakeUpstreams, serve
 from tests.integration.gateway.fakes import (
+    KEY,
+    TOKEN,
     ControlledChat,
     ControlledShelf,
+    JwksServicer,
     RestartableServer,
     start_grpc_server,
 )
 from tests.integration.gateway.test_unary import problem
-from tests.integration.gateway.test_ws_proxy import KEY, TOKEN, JwksServicer
 
 Client = TestClient[web.Request, web.Application]
 GET = "/v1/books/b1"  # ShelfService.GetBook: a GET, so idempotent

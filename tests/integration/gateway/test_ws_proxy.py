@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import aiohttp
-import grpc
 import orjson
 import pytest
 import pytest_asyncio
@@ -17,42 +15,12 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.keys import UPSTREAMS_KEY
-from mesh.auth.keys import SigningKey, public_jwk
-from mesh.auth.tokens import TokenIssuer, TokenSettings
-from protos.users.v1 import users_pb2, users_pb2_grpc
 from tests.integration.gateway.conftest import FakeUpstreams, closed_address, serve
-from tests.integration.gateway.fakes import CHAT_CLOSES, chat_app, start_grpc_server
+from tests.integration.gateway.fakes import CHAT_CLOSES, TOKEN, chat_app
 from tests.integration.gateway.test_unary import problem
-from tests.integration.services.users.support import new_key
 
 Client = TestClient[web.Request, web.Application]
-KEY = new_key()
-TOKEN = TokenIssuer([KEY], TokenSettings()).issue("u-1", ["user"])
 GOOD = {"Authorization": f"Bearer {TOKEN}", "X-Request-ID": "ws-1"}
-
-
-class JwksServicer(users_pb2_grpc.UsersServiceServicer):
-    """Only GetJwks: what a gateway needs from users to verify tokens."""
-
-    def __init__(self, *keys: SigningKey) -> None:
-        self._jwks = users_pb2.Jwks(keys=[users_pb2.Jwk(**public_jwk(k)) for k in keys])
-
-    async def GetJwks(
-        self, request: users_pb2.GetJwksRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> users_pb2.Jwks:
-        return self._jwks
-
-
-@pytest_asyncio.fixture(scope="module")
-async def jwks_address() -> AsyncIterator[str]:
-    servicer = JwksServicer(KEY)
-    server, address, _ = await start_grpc_server(
-        lambda s: users_pb2_grpc.add_UsersServiceServicer_to_server(servicer, s)
-    )
-    try:
-        yield address
-    finally:
-        await server.stop(None)
 
 
 @pytest_asyncio.fixture(scope="module")
