@@ -30,9 +30,11 @@ the next half-open) is ignored, so it can neither re-trip a breaker nor close it
 probe's place.
 
 What counts as a failure is the upstream being unwell (`FAILURE_CODES`): UNAVAILABLE,
-DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, RESOURCE_EXHAUSTED. Every other status means the
-upstream answered, which counts as a success (NOT_FOUND, INVALID_ARGUMENT, ...), except
-CANCELLED, which has no verdict.
+DEADLINE_EXCEEDED, INTERNAL, UNKNOWN. Every other status means the upstream answered, which
+counts as a success (NOT_FOUND, INVALID_ARGUMENT, ...), except CANCELLED, which has no
+verdict. RESOURCE_EXHAUSTED is an answer too: in the mesh it is one caller's quota (failed
+logins of an account or address, a message over 4 MiB), and a client that keeps hitting its
+own limit must not cut every other client off the service.
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ FAILURE_CODES: Final = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
         grpc.StatusCode.INTERNAL,
         grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
     }
 )
 NO_VERDICT_CODES: Final = frozenset({grpc.StatusCode.CANCELLED})

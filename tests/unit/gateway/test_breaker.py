@@ -32,7 +32,6 @@ RATIO_ONLY = BreakerSettings(
 FAILURES = [  # the contract: the codes meaning the upstream is unwell
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.UNKNOWN,
 ]
